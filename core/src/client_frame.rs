@@ -1,0 +1,263 @@
+//! Parsing what clients send: socket frames and HTTP publish bodies.
+//!
+//! Parsing borrows from the input and keeps `data` as raw JSON text, so a
+//! message is validated once and never re-encoded on its way to the Room.
+
+use crate::error::{ErrorCode, Rejection};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// Longest `mid` (message id for idempotent publish), in characters.
+pub const MAX_MID_CHARS: usize = 64;
+/// Longest string `id` a client may tag a request with, in characters.
+pub const MAX_ID_CHARS: usize = 64;
+
+/// A parsed client frame.
+#[derive(Debug, PartialEq)]
+pub enum ClientFrame<'a> {
+    /// The literal text `ping` (normally answered by the runtime's
+    /// auto-response before it reaches Herald).
+    Ping,
+    /// `{"t":"pub",...}`.
+    Pub(Publish<'a>),
+}
+
+/// A publish request, from a socket or from HTTP.
+#[derive(Debug)]
+pub struct Publish<'a> {
+    /// The client's request id, echoed in the `ack`; a number or a string.
+    pub id: Option<&'a RawValue>,
+    /// The payload, any JSON value, kept as its original text.
+    pub data: &'a RawValue,
+    /// Client-chosen message id.
+    pub mid: Option<String>,
+    /// Deliver to current subscribers only: no seq, never stored.
+    pub ephemeral: bool,
+}
+
+fn raw_text(raw: Option<&RawValue>) -> Option<&str> {
+    raw.map(RawValue::get)
+}
+
+impl PartialEq for Publish<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        (raw_text(self.id), self.data.get(), &self.mid, self.ephemeral)
+            == (raw_text(o.id), o.data.get(), &o.mid, o.ephemeral)
+    }
+}
+
+/// A frame that was refused, with the request id when one could be read so
+/// the client can match the error to its request.
+#[derive(Debug)]
+pub struct FrameError<'a> {
+    pub id: Option<&'a RawValue>,
+    pub rejection: Rejection,
+}
+
+/// Distinguishes `"data": null` (present) from an absent `data`.
+impl PartialEq for FrameError<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        (raw_text(self.id), &self.rejection) == (raw_text(o.id), &o.rejection)
+    }
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+struct WireFrame<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    t: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    mid: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    ephemeral: Option<&'a RawValue>,
+}
+
+fn bad(message: impl Into<String>) -> Rejection {
+    Rejection::new(ErrorCode::BadFrame, message)
+}
+
+fn too_large(len: usize, max: usize) -> Rejection {
+    Rejection::new(
+        ErrorCode::TooLarge,
+        format!("frame is {len} bytes; the limit is {max}"),
+    )
+}
+
+/// Parses a JSON object; arrays and scalars are refused up front because
+/// serde would otherwise accept a struct written as a sequence.
+fn parse_object(text: &str) -> Result<WireFrame<'_>, Rejection> {
+    if !text.trim_start().starts_with('{') {
+        return Err(bad("a frame must be a JSON object"));
+    }
+    serde_json::from_str::<WireFrame<'_>>(text).map_err(|e| bad(format!("invalid JSON: {e}")))
+}
+
+fn parse_id(raw: Option<&RawValue>) -> Result<Option<&RawValue>, Rejection> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get();
+    let ok = match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text)
+            .map(|s| s.chars().count() <= MAX_ID_CHARS)
+            .unwrap_or(false),
+        Some(b'-' | b'0'..=b'9') => true,
+        _ => false,
+    };
+    if ok {
+        Ok(Some(raw))
+    } else {
+        Err(bad(format!(
+            "id must be a number or a string of at most {MAX_ID_CHARS} characters"
+        )))
+    }
+}
+
+fn parse_mid(raw: Option<&RawValue>) -> Result<Option<String>, Rejection> {
+    let Some(raw) = raw else { return Ok(None) };
+    match serde_json::from_str::<String>(raw.get()) {
+        Ok(s) if !s.is_empty() && s.chars().count() <= MAX_MID_CHARS => Ok(Some(s)),
+        _ => Err(bad(format!(
+            "mid must be a non-empty string of at most {MAX_MID_CHARS} characters"
+        ))),
+    }
+}
+
+fn parse_flag(raw: Option<&RawValue>, name: &str) -> Result<bool, Rejection> {
+    match raw.map(RawValue::get) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(bad(format!("{name} must be true or false"))),
+    }
+}
+
+fn require_data(raw: Option<&RawValue>) -> Result<&RawValue, Rejection> {
+    raw.ok_or_else(|| bad("data is required (any JSON value, null included)"))
+}
+
+/// Parses one socket text frame of at most `max_bytes`.
+pub fn parse_client_frame(text: &str, max_bytes: usize) -> Result<ClientFrame<'_>, FrameError<'_>> {
+    let fail = |rejection| FrameError { id: None, rejection };
+    if text.len() > max_bytes {
+        return Err(fail(too_large(text.len(), max_bytes)));
+    }
+    if text == "ping" {
+        return Ok(ClientFrame::Ping);
+    }
+    let wire = parse_object(text).map_err(fail)?;
+    let id = parse_id(wire.id).map_err(fail)?;
+    let with_id = |rejection| FrameError { id, rejection };
+    let t = wire
+        .t
+        .ok_or_else(|| bad("t is required"))
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).map_err(|_| bad("t must be a string")))
+        .map_err(with_id)?;
+    match t.as_str() {
+        "pub" => Ok(ClientFrame::Pub(Publish {
+            id,
+            data: require_data(wire.data).map_err(with_id)?,
+            mid: parse_mid(wire.mid).map_err(with_id)?,
+            ephemeral: parse_flag(wire.ephemeral, "ephemeral").map_err(with_id)?,
+        })),
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            Err(with_id(bad(format!("unknown frame type {shown:?}"))))
+        }
+    }
+}
+
+/// Parses the body of `POST /v1/rooms/{room}/messages`: `{"data":ANY,"mid":S?}`.
+pub fn parse_http_publish(body: &str, max_bytes: usize) -> Result<Publish<'_>, Rejection> {
+    if body.len() > max_bytes {
+        return Err(too_large(body.len(), max_bytes));
+    }
+    let wire = parse_object(body)?;
+    Ok(Publish {
+        id: None,
+        data: require_data(wire.data)?,
+        mid: parse_mid(wire.mid)?,
+        ephemeral: parse_flag(wire.ephemeral, "ephemeral")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = 1024;
+
+    fn code(text: &str) -> ErrorCode {
+        parse_client_frame(text, MAX).unwrap_err().rejection.code
+    }
+
+    #[test]
+    fn parses_a_full_pub() {
+        let f = parse_client_frame(
+            r#"{"t":"pub","id":7,"data":{"a":[1,2]},"mid":"m-1","ephemeral":true,"extra":1}"#,
+            MAX,
+        )
+        .unwrap();
+        let ClientFrame::Pub(p) = f else { panic!("not a pub") };
+        assert_eq!(p.id.unwrap().get(), "7");
+        assert_eq!(p.data.get(), r#"{"a":[1,2]}"#);
+        assert_eq!(p.mid.as_deref(), Some("m-1"));
+        assert!(p.ephemeral);
+    }
+
+    #[test]
+    fn null_data_is_data() {
+        let ClientFrame::Pub(p) = parse_client_frame(r#"{"t":"pub","data":null}"#, MAX).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.data.get(), "null");
+        assert!(p.id.is_none() && !p.ephemeral && p.mid.is_none());
+    }
+
+    #[test]
+    fn ping_is_its_own_frame() {
+        assert_eq!(parse_client_frame("ping", MAX).unwrap(), ClientFrame::Ping);
+    }
+
+    #[test]
+    fn bad_frames() {
+        assert_eq!(code("not json"), ErrorCode::BadFrame);
+        assert_eq!(code("[1,2]"), ErrorCode::BadFrame);
+        assert_eq!(code("42"), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"data":1}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"t":"nope","data":1}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"t":"pub"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"t":"pub","data":1,"mid":""}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"t":"pub","data":1,"mid":7}"#), ErrorCode::BadFrame);
+        let long_mid = format!(r#"{{"t":"pub","data":1,"mid":"{}"}}"#, "m".repeat(65));
+        assert_eq!(code(&long_mid), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"t":"pub","data":1,"ephemeral":"yes"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"t":"pub","data":1,"t":"pub"}"#), ErrorCode::BadFrame);
+        assert_eq!(code(r#"{"t":"pub","id":{},"data":1}"#), ErrorCode::BadFrame);
+        assert_eq!(code(&format!(r#"{{"t":"pub","data":"{}"}}"#, "x".repeat(MAX))), ErrorCode::TooLarge);
+    }
+
+    #[test]
+    fn errors_echo_a_readable_id() {
+        let e = parse_client_frame(r#"{"t":"pub","id":"req-1"}"#, MAX).unwrap_err();
+        assert_eq!(e.id.unwrap().get(), "\"req-1\"");
+        let e = parse_client_frame(r#"{"t":"bogus","id":3,"data":0}"#, MAX).unwrap_err();
+        assert_eq!(e.id.unwrap().get(), "3");
+    }
+
+    #[test]
+    fn http_publish_body() {
+        let p = parse_http_publish(r#"{"data":"hi","mid":"x"}"#, MAX).unwrap();
+        assert_eq!(p.data.get(), "\"hi\"");
+        assert_eq!(parse_http_publish("{}", MAX).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(parse_http_publish("[]", MAX).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(
+            parse_http_publish(&"x".repeat(MAX + 1), MAX).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! WebSocket close codes, in one table with reconnect and terminal ranges
+//! (the shape of centrifuge's `disconnect.go`): a client decides whether to
+//! reconnect from the code alone, without parsing the reason.
+
+/// A close code Herald sends, and whether a client should reconnect after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    /// 1000: normal closure, answering a client's own close.
+    Normal,
+    /// 1001: the server is going away (deploy, restart). Reconnect.
+    GoingAway,
+    /// 1008: repeated invalid frames. Do not reconnect without a fix.
+    PolicyViolation,
+    /// 1009: repeated oversized frames. Do not reconnect without a fix.
+    MessageTooBig,
+    /// 1011: an internal error. Reconnect with backoff.
+    InternalError,
+}
+
+impl CloseCode {
+    pub const ALL: [CloseCode; 5] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::PolicyViolation,
+        CloseCode::MessageTooBig,
+        CloseCode::InternalError,
+    ];
+
+    pub fn code(self) -> u16 {
+        match self {
+            CloseCode::Normal => 1000,
+            CloseCode::GoingAway => 1001,
+            CloseCode::PolicyViolation => 1008,
+            CloseCode::MessageTooBig => 1009,
+            CloseCode::InternalError => 1011,
+        }
+    }
+
+    /// The short reason string sent with the close frame.
+    pub fn reason(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::GoingAway => "going away",
+            CloseCode::PolicyViolation => "too many bad frames",
+            CloseCode::MessageTooBig => "too many oversized frames",
+            CloseCode::InternalError => "internal error",
+        }
+    }
+
+    /// Whether a client should reconnect (with backoff) after this code.
+    /// Codes 3000–3499 and 4000–4499 are reserved as transient, 3500–3999
+    /// and 4500–4999 as terminal, for the codes later protocol versions add.
+    pub fn reconnect(code: u16) -> bool {
+        matches!(code, 1000 | 1001 | 1006 | 1011..=1014 | 3000..=3499 | 4000..=4499)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terminal_and_transient_codes() {
+        assert!(CloseCode::reconnect(CloseCode::GoingAway.code()));
+        assert!(CloseCode::reconnect(CloseCode::InternalError.code()));
+        assert!(!CloseCode::reconnect(CloseCode::PolicyViolation.code()));
+        assert!(!CloseCode::reconnect(CloseCode::MessageTooBig.code()));
+        assert!(CloseCode::reconnect(4001));
+        assert!(!CloseCode::reconnect(4501));
+        for c in CloseCode::ALL {
+            assert!(c.reason().len() < 123, "close reasons must fit a control frame");
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The Relay: a room's presence in one region. It holds that region's client
+//! sockets, fans each delivery out to them, and forwards their publishes to
+//! the Room.
+//!
+//! Sans-IO like the Room. The relay keeps a `cursor`, the last stored seq it
+//! has fanned out, which makes three things exact:
+//! - the `seq` in a welcome frame is the cursor, so a new client's first
+//!   message is always cursor + 1;
+//! - a delivery that skips ahead is repaired from the Room's storage first;
+//! - a delivery the relay already fanned out (a retry) is not sent twice.
+//!
+//! The cursor lives in memory only. After the relay hibernates it restarts
+//! from the next delivery or join, which is safe because a relay only
+//! hibernates when nothing is in flight to it.
+
+use crate::abuse::Strikes;
+use crate::close_code::CloseCode;
+use crate::error::ErrorCode;
+use crate::link::{JoinReply, RelayReport};
+use crate::region::Region;
+use crate::server_frame::{batch_frame, welcome_frame};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+
+/// What to do with a delivery from the Room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryPlan {
+    /// Fan the frame out as it is.
+    Forward,
+    /// Everything in it was already fanned out: drop it.
+    Skip,
+    /// Fan out only the messages with seq above `after` (and ephemeral ones);
+    /// see [`trim_frame`].
+    Trim { after: u64 },
+    /// Messages `after + 1 ..= upto` never arrived: fetch them from the Room
+    /// and fan them out, then fan out the frame.
+    Repair { after: u64, upto: u64 },
+}
+
+/// The relay's state machine.
+#[derive(Debug)]
+pub struct RelayCore {
+    room: String,
+    region: Region,
+    epoch: Option<String>,
+    cursor: Option<u64>,
+    relay_sends: u64,
+    wakeups: u64,
+    /// Distinguishes this construction's connection ids from earlier ones.
+    nonce: String,
+    next_conn: u64,
+    strikes: HashMap<String, Strikes>,
+    report_in_flight: bool,
+    report_wanted: bool,
+}
+
+impl RelayCore {
+    /// `wakeups` is this object's construction count; `nonce` a short random
+    /// string chosen by the glue.
+    pub fn new(room: impl Into<String>, region: Region, wakeups: u64, nonce: String) -> Self {
+        RelayCore {
+            room: room.into(),
+            region,
+            epoch: None,
+            cursor: None,
+            relay_sends: 0,
+            wakeups,
+            nonce,
+            next_conn: 0,
+            strikes: HashMap::new(),
+            report_in_flight: false,
+            report_wanted: false,
+        }
+    }
+
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    pub fn region(&self) -> Region {
+        self.region
+    }
+
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor
+    }
+
+    /// Whether a new client must wait for a join with the Room before its
+    /// welcome: when the relay has never joined since construction, or has
+    /// no clients (and so may have been dropped by the Room).
+    pub fn needs_join(&self, open_connections: u32) -> bool {
+        self.epoch.is_none() || self.cursor.is_none() || open_connections == 0
+    }
+
+    /// The report sent when joining: it counts the client being admitted, so
+    /// the Room does not drop the relay as empty in the meantime.
+    pub fn join_report(&self, open_connections: u32) -> RelayReport {
+        self.report(open_connections.saturating_add(1))
+    }
+
+    /// The Room's answer to a join. With no clients yet, nothing was fanned
+    /// out that a new client could miss, so the cursor jumps to the room's seq.
+    pub fn joined(&mut self, reply: JoinReply, open_connections: u32) {
+        let new_epoch = self.epoch.as_deref() != Some(reply.epoch.as_str());
+        if new_epoch || open_connections == 0 || self.cursor.is_none() {
+            self.cursor = Some(reply.seq);
+        }
+        self.epoch = Some(reply.epoch);
+    }
+
+    /// Admits a client: its connection id and welcome frame. `None` until the
+    /// relay has joined.
+    pub fn admit(&mut self) -> Option<(String, String)> {
+        let epoch = self.epoch.as_deref()?;
+        let cursor = self.cursor?;
+        self.next_conn += 1;
+        let conn = format!("{}-{}-{}", self.region, self.nonce, self.next_conn);
+        let welcome = welcome_frame(&self.room, &conn, self.region.as_str(), epoch, cursor);
+        Some((conn, welcome))
+    }
+
+    /// Decides what to do with a delivery carrying stored seqs `first..=last`
+    /// (`None` for ephemeral-only) from epoch `epoch`, and advances the cursor.
+    pub fn plan_delivery(&mut self, epoch: &str, first: Option<u64>, last: Option<u64>) -> DeliveryPlan {
+        if self.epoch.as_deref() != Some(epoch) {
+            self.epoch = Some(epoch.to_owned());
+            self.cursor = None;
+        }
+        let (Some(first), Some(last)) = (first, last) else {
+            return DeliveryPlan::Forward;
+        };
+        let Some(cursor) = self.cursor else {
+            self.cursor = Some(last);
+            return DeliveryPlan::Forward;
+        };
+        if last <= cursor {
+            return DeliveryPlan::Skip;
+        }
+        self.cursor = Some(last);
+        if first == cursor + 1 {
+            DeliveryPlan::Forward
+        } else if first <= cursor {
+            DeliveryPlan::Trim { after: cursor }
+        } else {
+            DeliveryPlan::Repair { after: cursor, upto: first - 1 }
+        }
+    }
+
+    /// Counts frames sent to clients.
+    pub fn sent(&mut self, frames: u64) {
+        self.relay_sends += frames;
+    }
+
+    /// The relay's report with its current connection count.
+    pub fn report(&self, open_connections: u32) -> RelayReport {
+        RelayReport {
+            region: self.region,
+            connections: open_connections,
+            relay_sends: self.relay_sends,
+            wakeups: self.wakeups,
+        }
+    }
+
+    /// Asks for a report to the Room. Returns true when the caller must send
+    /// one now; false when one is in flight (it will be followed by another).
+    pub fn want_report(&mut self) -> bool {
+        if self.report_in_flight {
+            self.report_wanted = true;
+            false
+        } else {
+            self.report_in_flight = true;
+            true
+        }
+    }
+
+    /// A report finished. Returns true when another must be sent because the
+    /// count changed meanwhile.
+    pub fn report_done(&mut self) -> bool {
+        if self.report_wanted {
+            self.report_wanted = false;
+            true
+        } else {
+            self.report_in_flight = false;
+            false
+        }
+    }
+
+    /// Records a bad frame from `conn`; returns the close code when the
+    /// connection has gone over its allowance.
+    pub fn bad_frame(&mut self, conn: &str, now_ms: u64, code: ErrorCode) -> Option<CloseCode> {
+        let close = self.strikes.entry(conn.to_owned()).or_default().strike(now_ms, code);
+        if close.is_some() {
+            self.strikes.remove(conn);
+        }
+        close
+    }
+
+    /// Forgets a closed connection.
+    pub fn closed(&mut self, conn: &str) {
+        self.strikes.remove(conn);
+    }
+}
+
+/// Keeps the messages of a (batch) frame with seq above `after`, and the
+/// ephemeral ones. Returns `None` when nothing is left or the frame is not
+/// what the Room renders.
+pub fn trim_frame(frame: &str, after: u64) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct SeqOnly {
+        seq: Option<u64>,
+    }
+    let items: Vec<&RawValue> = if frame.trim_start().starts_with('[') {
+        serde_json::from_str(frame).ok()?
+    } else {
+        vec![serde_json::from_str(frame).ok()?]
+    };
+    let kept: Vec<&str> = items
+        .into_iter()
+        .filter(|raw| {
+            serde_json::from_str::<SeqOnly>(raw.get())
+                .map(|m| m.seq.is_none_or(|s| s > after))
+                .unwrap_or(false)
+        })
+        .map(RawValue::get)
+        .collect();
+    (!kept.is_empty()).then(|| batch_frame(&kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined(open: u32, seq: u64) -> RelayCore {
+        let mut r = RelayCore::new("room", Region::Weur, 1, "n".into());
+        r.joined(JoinReply { epoch: "e".into(), seq }, open);
+        r
+    }
+
+    #[test]
+    fn welcome_carries_the_cursor() {
+        let mut r = RelayCore::new("room", Region::Weur, 1, "abc".into());
+        assert!(r.admit().is_none(), "no welcome before joining");
+        assert!(r.needs_join(0));
+        r.joined(JoinReply { epoch: "e".into(), seq: 5 }, 0);
+        let (conn, w) = r.admit().unwrap();
+        assert_eq!(conn, "weur-abc-1");
+        let v: serde_json::Value = serde_json::from_str(&w).unwrap();
+        assert_eq!(v["seq"], 5);
+        assert_eq!(v["epoch"], "e");
+        assert!(!r.needs_join(1));
+        assert_eq!(r.admit().unwrap().0, "weur-abc-2");
+    }
+
+    #[test]
+    fn delivery_plans() {
+        let mut r = joined(0, 5);
+        assert_eq!(r.plan_delivery("e", Some(6), Some(8)), DeliveryPlan::Forward);
+        assert_eq!(r.plan_delivery("e", None, None), DeliveryPlan::Forward);
+        assert_eq!(r.plan_delivery("e", Some(7), Some(8)), DeliveryPlan::Skip);
+        assert_eq!(r.plan_delivery("e", Some(8), Some(10)), DeliveryPlan::Trim { after: 8 });
+        assert_eq!(r.plan_delivery("e", Some(14), Some(15)), DeliveryPlan::Repair { after: 10, upto: 13 });
+        assert_eq!(r.cursor(), Some(15));
+    }
+
+    #[test]
+    fn joining_with_clients_keeps_the_cursor() {
+        let mut r = joined(0, 5);
+        r.plan_delivery("e", Some(6), Some(6));
+        // The room's seq may be ahead while a delivery is in flight; clients
+        // already connected must not skip it.
+        r.joined(JoinReply { epoch: "e".into(), seq: 9 }, 2);
+        assert_eq!(r.cursor(), Some(6));
+        r.joined(JoinReply { epoch: "e".into(), seq: 9 }, 0);
+        assert_eq!(r.cursor(), Some(9));
+    }
+
+    #[test]
+    fn new_epoch_restarts_the_cursor() {
+        let mut r = joined(1, 5);
+        assert_eq!(r.plan_delivery("e2", Some(1), Some(1)), DeliveryPlan::Forward);
+        assert_eq!(r.cursor(), Some(1));
+    }
+
+    #[test]
+    fn reports_coalesce() {
+        let mut r = joined(0, 0);
+        assert!(r.want_report());
+        assert!(!r.want_report());
+        assert!(!r.want_report());
+        assert!(r.report_done(), "one more for the changes meanwhile");
+        assert!(!r.report_done());
+        assert!(r.want_report());
+        assert_eq!(r.join_report(2).connections, 3);
+    }
+
+    #[test]
+    fn trims_batches() {
+        let f = r#"[{"t":"msg","seq":3,"ts":1,"data":1,"from":null},{"t":"msg","eph":true,"ts":1,"data":2,"from":null},{"t":"msg","seq":4,"ts":1,"data":3,"from":null}]"#;
+        let kept: serde_json::Value = serde_json::from_str(&trim_frame(f, 3).unwrap()).unwrap();
+        assert_eq!(kept.as_array().unwrap().len(), 2);
+        assert_eq!(trim_frame(r#"{"t":"msg","seq":3,"ts":1,"data":1,"from":null}"#, 3), None);
+        assert_eq!(trim_frame("garbage", 0), None);
+    }
+
+    #[test]
+    fn strikes_are_per_connection() {
+        let mut r = joined(0, 0);
+        for i in 0..crate::abuse::MAX_STRIKES {
+            assert_eq!(r.bad_frame("a", u64::from(i), ErrorCode::BadFrame), None);
+        }
+        assert_eq!(r.bad_frame("b", 20, ErrorCode::BadFrame), None);
+        assert_eq!(r.bad_frame("a", 20, ErrorCode::TooLarge), Some(CloseCode::MessageTooBig));
+    }
+}

@@ -1,0 +1,461 @@
+//! The Room: the primary that orders, stores and forwards a room's messages.
+//!
+//! Sans-IO, in the manner of quinn-proto: the Durable Object glue feeds
+//! events in (`publish`, `report`, `delivered`) with the current time, and
+//! drains [`RoomAction`]s out with [`RoomCore::poll_action`] until it returns
+//! `None`. The core never touches storage, the network or the clock.
+//!
+//! Fan-out cost at the primary is per relay: each message is rendered to its
+//! frame once, and each relay gets at most one delivery in flight. Messages
+//! that arrive while a delivery is in flight ride together in the next one,
+//! so a burst becomes a few batch frames instead of many small ones.
+
+use crate::link::{JoinReply, LinkPub, PubOutcome, RelayReport};
+use crate::region::Region;
+use crate::server_frame::{batch_frame, Message};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+
+/// Most messages in one delivery (and so in one client batch frame).
+pub const MAX_BATCH_MESSAGES: usize = 256;
+/// Most bytes of message frames in one delivery; a single larger message
+/// still goes alone.
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Messages held for a relay that is not keeping up. Past this the oldest
+/// are dropped; the relay sees the seq gap and repairs it from storage.
+pub const MAX_RELAY_QUEUE: usize = 8192;
+/// Consecutive failed deliveries after which a relay is dropped from the
+/// room until it reports again.
+pub const MAX_DELIVERY_FAILURES: u32 = 3;
+
+/// What the Room persisted, read back when the object is constructed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub epoch: String,
+    pub seq: u64,
+    pub relays: Vec<(Region, u32)>,
+}
+
+/// Work for the glue to carry out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoomAction {
+    /// Persist the room's identity (first construction only).
+    SaveMeta { epoch: String, seq: u64 },
+    /// Persist a message; its seq is now the room's last seq.
+    Store(Message),
+    /// Replace the persisted table of active relays.
+    SaveRelays(Vec<(Region, u32)>),
+    /// Send a delivery; report its result with [`RoomCore::delivered`].
+    Deliver(Delivery),
+}
+
+/// One frame for one relay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    pub region: Region,
+    pub epoch: String,
+    /// First and last stored seq in the frame; `None` when it carries only
+    /// ephemeral messages.
+    pub first: Option<u64>,
+    pub last: Option<u64>,
+    /// The client frame, shared by every relay that gets the same batch.
+    pub frame: Rc<str>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    /// Position in the room's stream of rendered messages (ephemeral
+    /// included); consecutive in every relay queue, so a (first, last) pair
+    /// names a batch's content exactly.
+    uid: u64,
+    seq: Option<u64>,
+    frame: String,
+}
+
+#[derive(Debug)]
+struct RelayLink {
+    report: RelayReport,
+    queue: VecDeque<Rc<Queued>>,
+    /// The batch being delivered, kept so a failure can put it back.
+    in_flight: Option<Vec<Rc<Queued>>>,
+    failures: u32,
+}
+
+impl RelayLink {
+    fn new(report: RelayReport) -> Self {
+        RelayLink { report, queue: VecDeque::new(), in_flight: None, failures: 0 }
+    }
+
+    /// A relay with no clients and nothing pending can be forgotten.
+    fn idle(&self) -> bool {
+        self.report.connections == 0 && self.queue.is_empty() && self.in_flight.is_none()
+    }
+}
+
+/// The room's counters, for `GET /v1/rooms/{room}/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoomStats {
+    pub room: String,
+    pub seq: u64,
+    pub epoch: String,
+    pub relays: Vec<RelayReport>,
+    pub connections: u64,
+    pub primary_sends: u64,
+    pub relay_sends: u64,
+    pub wakeups: Wakeups,
+}
+
+/// Constructions of each object in its isolate; a rise after idle time is
+/// the proof that the object hibernated and woke.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Wakeups {
+    pub room: u64,
+    pub relays: BTreeMap<Region, u64>,
+}
+
+/// The Room's state machine.
+#[derive(Debug)]
+pub struct RoomCore {
+    room: String,
+    epoch: String,
+    seq: u64,
+    relays: BTreeMap<Region, RelayLink>,
+    actions: VecDeque<RoomAction>,
+    primary_sends: u64,
+    next_uid: u64,
+    /// The last batch frame rendered, keyed by its (first, last) uid, so
+    /// relays that are level share one rendering.
+    batch_cache: Option<(u64, u64, Rc<str>)>,
+}
+
+impl RoomCore {
+    /// Builds the room from what storage held, or as a new room with
+    /// `fresh_epoch` (which is then queued for saving).
+    pub fn new(room: impl Into<String>, restored: Option<Restored>, fresh_epoch: String) -> Self {
+        let mut core = RoomCore {
+            room: room.into(),
+            epoch: fresh_epoch,
+            seq: 0,
+            relays: BTreeMap::new(),
+            actions: VecDeque::new(),
+            primary_sends: 0,
+            next_uid: 0,
+            batch_cache: None,
+        };
+        match restored {
+            Some(r) => {
+                core.epoch = r.epoch;
+                core.seq = r.seq;
+                for (region, connections) in r.relays {
+                    let report = RelayReport { region, connections, relay_sends: 0, wakeups: 0 };
+                    core.relays.insert(region, RelayLink::new(report));
+                }
+            }
+            None => core.actions.push_back(RoomAction::SaveMeta {
+                epoch: core.epoch.clone(),
+                seq: 0,
+            }),
+        }
+        core
+    }
+
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The last assigned seq (0 when none).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Orders one message at `now_ms`: assigns its seq (unless ephemeral),
+    /// queues it for storage and for every active relay.
+    pub fn publish(&mut self, now_ms: u64, p: LinkPub) -> PubOutcome {
+        let seq = if p.eph {
+            None
+        } else {
+            self.seq += 1;
+            Some(self.seq)
+        };
+        let message = Message { seq, ts: now_ms, from: p.from, mid: p.mid, data: p.data };
+        let queued = Rc::new(Queued { uid: self.next_uid, seq, frame: message.to_frame() });
+        self.next_uid += 1;
+        if seq.is_some() {
+            self.actions.push_back(RoomAction::Store(message));
+        }
+        for link in self.relays.values_mut() {
+            if link.queue.len() >= MAX_RELAY_QUEUE {
+                link.queue.pop_front();
+            }
+            link.queue.push_back(Rc::clone(&queued));
+        }
+        PubOutcome { seq, ts: now_ms }
+    }
+
+    /// A relay reported itself (on join, on a change in its connections, or
+    /// with a publish). Returns what it needs to welcome clients.
+    pub fn report(&mut self, report: RelayReport) -> JoinReply {
+        self.apply_report(report);
+        JoinReply { epoch: self.epoch.clone(), seq: self.seq }
+    }
+
+    /// The result of a [`RoomAction::Deliver`]: the relay's report, or `Err`
+    /// when the call failed.
+    pub fn delivered(&mut self, region: Region, result: Result<RelayReport, ()>) {
+        let Some(link) = self.relays.get_mut(&region) else { return };
+        let batch = link.in_flight.take();
+        match result {
+            Ok(report) => {
+                link.failures = 0;
+                self.apply_report(report);
+            }
+            Err(()) => {
+                link.failures += 1;
+                if link.failures >= MAX_DELIVERY_FAILURES {
+                    self.relays.remove(&region);
+                    self.save_relays();
+                } else if let Some(batch) = batch {
+                    for q in batch.into_iter().rev() {
+                        link.queue.push_front(q);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_report(&mut self, report: RelayReport) {
+        let before = self.relays.get(&report.region).map(|l| l.report.connections);
+        let link = self
+            .relays
+            .entry(report.region)
+            .or_insert_with(|| RelayLink::new(report));
+        link.report = report;
+        let idle = link.idle();
+        if idle {
+            self.relays.remove(&report.region);
+        }
+        let after = (!idle).then_some(report.connections);
+        if before != after {
+            self.save_relays();
+        }
+    }
+
+    fn save_relays(&mut self) {
+        let table = self
+            .relays
+            .iter()
+            .map(|(region, link)| (*region, link.report.connections))
+            .collect();
+        self.actions.push_back(RoomAction::SaveRelays(table));
+    }
+
+    /// The next thing to do, or `None` when the room is quiescent.
+    pub fn poll_action(&mut self) -> Option<RoomAction> {
+        if let Some(action) = self.actions.pop_front() {
+            return Some(action);
+        }
+        let region = self
+            .relays
+            .iter()
+            .find(|(_, l)| l.in_flight.is_none() && !l.queue.is_empty())
+            .map(|(r, _)| *r)?;
+        self.start_delivery(region).map(RoomAction::Deliver)
+    }
+
+    fn start_delivery(&mut self, region: Region) -> Option<Delivery> {
+        let link = self.relays.get_mut(&region)?;
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(front) = link.queue.front() {
+            let fits = batch.is_empty()
+                || (batch.len() < MAX_BATCH_MESSAGES && bytes + front.frame.len() <= MAX_BATCH_BYTES);
+            if !fits {
+                break;
+            }
+            bytes += front.frame.len();
+            if let Some(q) = link.queue.pop_front() {
+                batch.push(q);
+            }
+        }
+        let (first_uid, last_uid) = (batch.first()?.uid, batch.last()?.uid);
+        let first = batch.iter().find_map(|q| q.seq);
+        let last = batch.iter().rev().find_map(|q| q.seq);
+        let frame = match &self.batch_cache {
+            Some((f, l, frame)) if (*f, *l) == (first_uid, last_uid) => Rc::clone(frame),
+            _ => {
+                let frames: Vec<&str> = batch.iter().map(|q| q.frame.as_str()).collect();
+                let frame: Rc<str> = Rc::from(batch_frame(&frames));
+                self.batch_cache = Some((first_uid, last_uid, Rc::clone(&frame)));
+                frame
+            }
+        };
+        link.in_flight = Some(batch);
+        self.primary_sends += 1;
+        Some(Delivery { region, epoch: self.epoch.clone(), first, last, frame })
+    }
+
+    /// The counters; `room_wakeups` comes from the glue's construction count.
+    pub fn stats(&self, room_wakeups: u64) -> RoomStats {
+        let relays: Vec<RelayReport> = self.relays.values().map(|l| l.report).collect();
+        RoomStats {
+            room: self.room.clone(),
+            seq: self.seq,
+            epoch: self.epoch.clone(),
+            connections: relays.iter().map(|r| u64::from(r.connections)).sum(),
+            relay_sends: relays.iter().map(|r| r.relay_sends).sum(),
+            wakeups: Wakeups {
+                room: room_wakeups,
+                relays: relays.iter().map(|r| (r.region, r.wakeups)).collect(),
+            },
+            relays,
+            primary_sends: self.primary_sends,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::value::RawValue;
+
+    fn pub_(data: &str) -> LinkPub {
+        LinkPub { from: None, data: RawValue::from_string(data.into()).unwrap(), mid: None, eph: false }
+    }
+
+    fn report(region: Region, connections: u32) -> RelayReport {
+        RelayReport { region, connections, relay_sends: 0, wakeups: 1 }
+    }
+
+    fn drain(core: &mut RoomCore) -> Vec<RoomAction> {
+        std::iter::from_fn(|| core.poll_action()).collect()
+    }
+
+    fn deliveries(actions: &[RoomAction]) -> Vec<&Delivery> {
+        actions
+            .iter()
+            .filter_map(|a| if let RoomAction::Deliver(d) = a { Some(d) } else { None })
+            .collect()
+    }
+
+    #[test]
+    fn new_room_saves_its_epoch_and_restored_room_does_not() {
+        let mut fresh = RoomCore::new("r", None, "e1".into());
+        assert_eq!(drain(&mut fresh), vec![RoomAction::SaveMeta { epoch: "e1".into(), seq: 0 }]);
+        let restored = Restored { epoch: "e0".into(), seq: 41, relays: vec![(Region::Weur, 2)] };
+        let mut old = RoomCore::new("r", Some(restored), "e2".into());
+        assert!(drain(&mut old).is_empty());
+        assert_eq!((old.epoch(), old.seq()), ("e0", 41));
+        assert_eq!(old.publish(5, pub_("1")).seq, Some(42));
+    }
+
+    #[test]
+    fn one_delivery_per_relay_and_batches_while_in_flight() {
+        let mut core = RoomCore::new("r", None, "e".into());
+        drain(&mut core);
+        core.report(report(Region::Weur, 3));
+        core.report(report(Region::Apac, 1));
+        drain(&mut core);
+
+        assert_eq!(core.publish(10, pub_("1")).seq, Some(1));
+        let acts = drain(&mut core);
+        assert!(matches!(acts[0], RoomAction::Store(ref m) if m.seq == Some(1)));
+        let ds = deliveries(&acts);
+        assert_eq!(ds.len(), 2, "one delivery per relay");
+        assert!(Rc::ptr_eq(&ds[0].frame, &ds[1].frame), "rendered once, shared");
+        assert_eq!(core.stats(1).primary_sends, 2);
+
+        // While both are in flight, three more messages queue up.
+        for d in ["2", "3", "4"] {
+            core.publish(11, pub_(d));
+        }
+        assert!(deliveries(&drain(&mut core)).is_empty());
+        core.delivered(Region::Weur, Ok(report(Region::Weur, 3)));
+        core.delivered(Region::Apac, Ok(report(Region::Apac, 1)));
+        let acts = drain(&mut core);
+        let ds = deliveries(&acts);
+        assert_eq!(ds.len(), 2);
+        assert_eq!((ds[0].first, ds[0].last), (Some(2), Some(4)));
+        let v: serde_json::Value = serde_json::from_str(&ds[0].frame).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 3);
+        assert_eq!(core.stats(1).primary_sends, 4);
+    }
+
+    #[test]
+    fn ephemeral_messages_are_delivered_not_stored() {
+        let mut core = RoomCore::new("r", None, "e".into());
+        core.report(report(Region::Oc, 1));
+        drain(&mut core);
+        let mut p = pub_("{}");
+        p.eph = true;
+        assert_eq!(core.publish(7, p).seq, None);
+        let acts = drain(&mut core);
+        assert!(!acts.iter().any(|a| matches!(a, RoomAction::Store(_))));
+        let ds = deliveries(&acts);
+        assert_eq!((ds[0].first, ds[0].last), (None, None));
+        assert!(ds[0].frame.contains("\"eph\":true"));
+        assert_eq!(core.seq(), 0);
+    }
+
+    #[test]
+    fn failed_delivery_is_retried_then_the_relay_dropped() {
+        let mut core = RoomCore::new("r", None, "e".into());
+        core.report(report(Region::Me, 1));
+        core.publish(1, pub_("1"));
+        drain(&mut core);
+        core.delivered(Region::Me, Err(()));
+        let ds = drain(&mut core);
+        assert_eq!(deliveries(&ds)[0].first, Some(1), "retried");
+        core.delivered(Region::Me, Err(()));
+        drain(&mut core);
+        core.delivered(Region::Me, Err(()));
+        let acts = drain(&mut core);
+        assert!(acts.contains(&RoomAction::SaveRelays(vec![])));
+        assert!(core.stats(0).relays.is_empty());
+    }
+
+    #[test]
+    fn relay_with_no_connections_is_forgotten_once_drained() {
+        let mut core = RoomCore::new("r", None, "e".into());
+        core.report(report(Region::Sam, 1));
+        core.publish(1, pub_("1"));
+        drain(&mut core);
+        core.report(report(Region::Sam, 0));
+        assert_eq!(core.stats(0).relays.len(), 1, "kept while a delivery is in flight");
+        core.delivered(Region::Sam, Ok(report(Region::Sam, 0)));
+        assert!(core.stats(0).relays.is_empty());
+    }
+
+    #[test]
+    fn big_bursts_split_into_bounded_batches() {
+        let mut core = RoomCore::new("r", None, "e".into());
+        core.report(report(Region::Afr, 1));
+        for i in 0..(MAX_BATCH_MESSAGES + 10) {
+            core.publish(1, pub_(&i.to_string()));
+        }
+        let acts = drain(&mut core);
+        let d = deliveries(&acts)[0].clone();
+        assert_eq!((d.first, d.last), (Some(1), Some(MAX_BATCH_MESSAGES as u64)));
+        core.delivered(Region::Afr, Ok(report(Region::Afr, 1)));
+        let acts = drain(&mut core);
+        let d = deliveries(&acts)[0];
+        assert_eq!(d.first, Some(MAX_BATCH_MESSAGES as u64 + 1));
+    }
+
+    #[test]
+    fn stats_sum_relays() {
+        let mut core = RoomCore::new("r", None, "e".into());
+        core.report(RelayReport { region: Region::Weur, connections: 2, relay_sends: 5, wakeups: 2 });
+        core.report(RelayReport { region: Region::Enam, connections: 3, relay_sends: 7, wakeups: 1 });
+        let s = core.stats(4);
+        assert_eq!((s.connections, s.relay_sends, s.wakeups.room), (5, 12, 4));
+        assert_eq!(s.wakeups.relays[&Region::Weur], 2);
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["relays"][0]["region"], "enam", "ordered by region");
+        assert_eq!(json["wakeups"]["relays"]["enam"], 1);
+    }
+}

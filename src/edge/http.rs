@@ -1,0 +1,78 @@
+//! HTTP plumbing shared by the router and the objects: JSON responses,
+//! error bodies, and the internal stub calls of the Relay ↔ Room link.
+
+use herald_core::{ErrorCode, Rejection};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use wasm_bindgen::JsValue;
+use worker::{Headers, Method, Request, RequestInit, Response, Result, Stub};
+
+/// A JSON response with `status`.
+pub fn json_text(body: String, status: u16) -> Result<Response> {
+    let headers = Headers::new();
+    headers.set("content-type", "application/json")?;
+    headers.set("cache-control", "no-store")?;
+    Ok(Response::ok(body)?.with_status(status).with_headers(headers))
+}
+
+/// Serializes `value` as a 200 JSON response.
+pub fn json<T: Serialize>(value: &T) -> Result<Response> {
+    json_text(serde_json::to_string(value)?, 200)
+}
+
+/// The documented error response: `{"error":CODE,"message":TEXT}` with the
+/// code's status.
+pub fn reject(rejection: &Rejection) -> Result<Response> {
+    json_text(rejection.http_body(), rejection.code.http_status())
+}
+
+pub fn reject_with(code: ErrorCode, message: impl Into<String>) -> Result<Response> {
+    reject(&Rejection::new(code, message))
+}
+
+/// Internal calls carry a placeholder host: a stub routes by object, not URL.
+pub fn internal_url(path: &str) -> String {
+    format!("https://herald.internal{path}")
+}
+
+/// Builds an internal request with a body (a JS string) and headers.
+pub fn internal_request(
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<JsValue>,
+) -> Result<Request> {
+    let h = Headers::new();
+    for (k, v) in headers {
+        h.set(k, v)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(h).with_body(body);
+    Request::new_with_init(&internal_url(path), &init)
+}
+
+/// POSTs `body` as JSON to a stub and decodes the JSON answer; a non-2xx
+/// answer is an error carrying its body.
+pub async fn call_json<B: Serialize, T: DeserializeOwned>(
+    stub: &Stub,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &B,
+) -> Result<T> {
+    let text = serde_json::to_string(body)?;
+    let req = internal_request(Method::Post, path, headers, Some(JsValue::from_str(&text)))?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    let status = resp.status_code();
+    let answer = resp.text().await?;
+    if !(200..300).contains(&status) {
+        return Err(worker::Error::RustError(format!("{path} answered {status}: {answer}")));
+    }
+    Ok(serde_json::from_str(&answer)?)
+}
+
+/// A request header as a string, or an internal error naming it.
+pub fn header(req: &Request, name: &str) -> Result<String> {
+    req.headers()
+        .get(name)?
+        .ok_or_else(|| worker::Error::RustError(format!("missing header {name}")))
+}

@@ -1,0 +1,70 @@
+//! Small JavaScript bindings the `worker` crate does not offer without
+//! copying strings or unwrapping.
+
+use js_sys::{Math, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use worker::WebSocket;
+
+#[wasm_bindgen]
+extern "C" {
+    /// A socket seen only through its `send`, so one JS string can be handed
+    /// to every socket without crossing back into wasm memory.
+    type SendTarget;
+
+    #[wasm_bindgen(method, catch, js_name = send)]
+    fn send_value(this: &SendTarget, data: &JsValue) -> Result<(), JsValue>;
+}
+
+/// Sends one JS string to a socket. A socket that is closing throws; that is
+/// not an error for the others, so the result is only reported.
+pub fn send_shared(ws: &WebSocket, frame: &JsValue) -> bool {
+    let raw: &web_sys_socket::Socket = ws.as_ref();
+    raw.unchecked_ref::<SendTarget>().send_value(frame).is_ok()
+}
+
+/// `web_sys::WebSocket` as the `worker` crate re-exports it.
+mod web_sys_socket {
+    pub use worker::worker_sys::web_sys::WebSocket as Socket;
+}
+
+/// `readyState == OPEN`, read without the `web_sys` feature flag.
+pub fn is_open(ws: &WebSocket) -> bool {
+    let raw: &web_sys_socket::Socket = ws.as_ref();
+    Reflect::get(raw, &JsValue::from_str("readyState"))
+        .ok()
+        .and_then(|v| v.as_f64())
+        .is_some_and(|state| state == 1.0)
+}
+
+/// A short random tag, for connection ids and epochs. `Math.random` is
+/// enough: these only need to differ, not to be secret.
+pub fn random_tag(chars: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..chars)
+        .map(|_| {
+            let i = (Math::random() * ALPHABET.len() as f64) as usize;
+            char::from(ALPHABET[i.min(ALPHABET.len() - 1)])
+        })
+        .collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    js_sys::Date::now().max(0.0) as u64
+}
+
+/// Reads `request.cf.{continent,country,longitude}` defensively: the
+/// `worker` crate's `Cf` accessors unwrap, and `cf` is absent locally.
+pub fn cf_location(req: &worker::Request) -> (Option<String>, Option<String>, Option<f64>) {
+    let cf = Reflect::get(req.inner(), &JsValue::from_str("cf")).unwrap_or(JsValue::UNDEFINED);
+    if !cf.is_object() {
+        return (None, None, None);
+    }
+    let field = |name: &str| Reflect::get(&cf, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    let longitude = {
+        let v = field("longitude");
+        v.as_f64().or_else(|| v.as_string().and_then(|s| s.parse().ok()))
+    };
+    (field("continent").as_string(), field("country").as_string(), longitude)
+}

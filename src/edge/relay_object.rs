@@ -1,0 +1,375 @@
+//! The `Relay` Durable Object: one per (room, region). It holds the
+//! region's client sockets with the Hibernation API, fans deliveries out to
+//! them, and forwards their publishes to the Room. Between messages it
+//! hibernates with its sockets kept; what it must remember per socket is in
+//! the socket's attachment.
+
+use super::http::{call_json, header, internal_request, json};
+use super::{js, wakeups};
+use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishReply};
+use herald_core::relay::{trim_frame, DeliveryPlan, RelayCore};
+use herald_core::server_frame::{ack_frame, err_frame};
+use herald_core::single_flight::{Pushed, SingleFlight};
+use herald_core::{parse_client_frame, ClientFrame, Config, ErrorCode, Region, Rejection};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::JsValue;
+use wasm_bindgen_futures::JsFuture;
+use worker::{
+    console_error, durable_object, DurableObject, Env, Method, Request, Response, Result, State, Stub,
+    WebSocket, WebSocketIncomingMessage, WebSocketPair, WebSocketRequestResponsePair,
+};
+
+/// Publishes forwarded to the Room in one call, at most.
+const MAX_PUBLISH_BATCH: usize = 256;
+/// Publishes waiting for the Room before new ones are refused `overloaded`.
+const MAX_PENDING_PUBLISHES: usize = 4096;
+
+/// The relay object's name: region first, because room names cannot
+/// contain `/` and regions cannot either, so the split is unambiguous.
+pub fn relay_name(room: &str, region: Region) -> String {
+    format!("{region}/{room}")
+}
+
+fn parse_relay_name(name: &str) -> Option<(String, Region)> {
+    let (region, room) = name.split_once('/')?;
+    Some((room.to_owned(), Region::parse(region).ok()?))
+}
+
+/// What a socket carries through hibernation. Versioned and namespaced so a
+/// later layout can read an older one.
+#[derive(Serialize, Deserialize)]
+struct Attachment {
+    herald: u8,
+    conn: String,
+    from: Option<String>,
+}
+
+const ATTACHMENT_VERSION: u8 = 1;
+
+#[durable_object]
+pub struct Relay {
+    inner: Rc<RelayInner>,
+}
+
+struct RelayInner {
+    state: State,
+    env: Env,
+    wakeups: u64,
+    config: std::result::Result<Config, String>,
+    core: RefCell<Option<RelayCore>>,
+    publishes: RefCell<SingleFlight<PendingPub>>,
+}
+
+/// A publish waiting to be forwarded, with the socket its ack goes to.
+struct PendingPub {
+    ws: WebSocket,
+    id: Option<Box<RawValue>>,
+    publish: LinkPub,
+}
+
+impl DurableObject for Relay {
+    fn new(state: State, env: Env) -> Self {
+        let wakeups = wakeups::constructed(&state.id().to_string());
+        // `ping` is answered by the runtime itself, without waking the object.
+        match WebSocketRequestResponsePair::new("ping", "pong") {
+            Ok(pair) => state.set_websocket_auto_response(&pair),
+            Err(e) => console_error!("relay: auto-response: {e:?}"),
+        }
+        let config = Config::from_vars(|k| env.var(k).ok().map(|v| v.to_string())).map_err(|e| e.to_string());
+        Relay {
+            inner: Rc::new(RelayInner {
+                state,
+                env,
+                wakeups,
+                config,
+                core: RefCell::new(None),
+                publishes: RefCell::new(SingleFlight::new(MAX_PENDING_PUBLISHES)),
+            }),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let inner = Rc::clone(&self.inner);
+        let result = match req.path().as_str() {
+            path::CONNECT => inner.connect(&req).await,
+            path::DELIVER => inner.deliver(req).await,
+            other => Err(worker::Error::RustError(format!("no relay route {other}"))),
+        };
+        result.or_else(|e| {
+            console_error!("relay: {e}");
+            super::http::reject_with(ErrorCode::Internal, "the relay failed; retry")
+        })
+    }
+
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let inner = Rc::clone(&self.inner);
+        let text = match message {
+            WebSocketIncomingMessage::String(text) => text,
+            WebSocketIncomingMessage::Binary(_) => {
+                inner.refuse(&ws, None, Rejection::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text"));
+                return Ok(());
+            }
+        };
+        inner.on_text(ws, &text).await;
+        Ok(())
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, _clean: bool) -> Result<()> {
+        // Always answer the close; 1005/1006 cannot be sent, so those get 1000.
+        let code = u16::try_from(code).ok().filter(|c| (1000..5000).contains(c) && ![1005, 1006, 1015].contains(c));
+        let _ = ws.close(Some(code.unwrap_or(1000)), Some(reason));
+        self.inner.forget(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        self.inner.forget(&ws);
+        Ok(())
+    }
+}
+
+impl RelayInner {
+    fn config(&self) -> Result<&Config> {
+        self.config.as_ref().map_err(|e| worker::Error::RustError(e.clone()))
+    }
+
+    /// The core, created on first use from the object's name (or, failing
+    /// that, the caller's headers).
+    fn ensure_core(&self, req: Option<&Request>) -> Result<()> {
+        if self.core.borrow().is_some() {
+            return Ok(());
+        }
+        let identity = self.state.id().name().and_then(|n| parse_relay_name(&n));
+        let (room, region) = match (identity, req) {
+            (Some(id), _) => id,
+            (None, Some(req)) => (header(req, link::HDR_ROOM)?, Region::parse(&header(req, link::HDR_REGION)?).map_err(|r| worker::Error::RustError(r.message))?),
+            (None, None) => return Err(worker::Error::RustError("relay does not know its name".into())),
+        };
+        *self.core.borrow_mut() = Some(RelayCore::new(room, region, self.wakeups, js::random_tag(6)));
+        Ok(())
+    }
+
+    fn with_core<T>(&self, f: impl FnOnce(&mut RelayCore) -> T) -> Result<T> {
+        let mut guard = self.core.borrow_mut();
+        let core = guard.as_mut().ok_or_else(|| worker::Error::RustError("relay core not loaded".into()))?;
+        Ok(f(core))
+    }
+
+    fn room_stub(&self) -> Result<Stub> {
+        let room = self.with_core(|c| c.room().to_owned())?;
+        self.env.durable_object("ROOM")?.get_by_name(&room)
+    }
+
+    fn room_header(&self) -> Result<String> {
+        self.with_core(|c| c.room().to_owned())
+    }
+
+    fn open_connections(&self) -> u32 {
+        let open = self.state.get_websockets().iter().filter(|ws| js::is_open(ws)).count();
+        u32::try_from(open).unwrap_or(u32::MAX)
+    }
+
+    /// A client socket: join the Room if needed, accept with hibernation,
+    /// send the welcome, then tell the Room the new count.
+    async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
+        self.ensure_core(Some(req))?;
+        let open = self.open_connections();
+        if self.with_core(|c| c.needs_join(open))? {
+            let report = self.with_core(|c| c.join_report(open))?;
+            let room = self.room_header()?;
+            let reply: JoinReply = call_json(&self.room_stub()?, path::REPORT, &[(link::HDR_ROOM, &room)], &report).await?;
+            self.with_core(|c| c.joined(reply, open))?;
+        }
+        let Some((conn, welcome)) = self.with_core(RelayCore::admit)? else {
+            return Err(worker::Error::RustError("relay has not joined".into()));
+        };
+        let pair = WebSocketPair::new()?;
+        self.state.accept_web_socket(&pair.server);
+        pair.server.serialize_attachment(Attachment { herald: ATTACHMENT_VERSION, conn, from: None })?;
+        pair.server.send_with_str(&welcome)?;
+        self.schedule_report();
+        Response::from_websocket(pair.client)
+    }
+
+    /// A delivery from the Room: fan the frame out (repairing or trimming by
+    /// the plan), then answer with this relay's report.
+    async fn deliver(self: Rc<Self>, req: Request) -> Result<Response> {
+        self.ensure_core(Some(&req))?;
+        let epoch = header(&req, link::HDR_EPOCH)?;
+        let seq = |name| -> Result<Option<u64>> {
+            Ok(req.headers().get(name)?.and_then(|v| v.parse().ok()))
+        };
+        let (first, last) = (seq(link::HDR_FIRST)?, seq(link::HDR_LAST)?);
+        // The body stays a JS string: it is sent to every socket as is.
+        let body = JsFuture::from(req.inner().text().map_err(worker::Error::from)?).await.map_err(worker::Error::from)?;
+        match self.with_core(|c| c.plan_delivery(&epoch, first, last))? {
+            DeliveryPlan::Forward => self.fan_out(&body),
+            DeliveryPlan::Skip => {}
+            DeliveryPlan::Trim { after } => {
+                if let Some(kept) = body.as_string().and_then(|f| trim_frame(&f, after)) {
+                    self.fan_out(&JsValue::from_str(&kept));
+                }
+            }
+            DeliveryPlan::Repair { after, upto } => {
+                self.repair(after, upto).await;
+                self.fan_out(&body);
+            }
+        }
+        let open = self.open_connections();
+        json(&self.with_core(|c| c.report(open))?)
+    }
+
+    /// Fetches a missed range from the Room's storage and fans it out.
+    async fn repair(&self, after: u64, upto: u64) {
+        let fetched = async {
+            let room = self.room_header()?;
+            let url = format!("{}?after={after}&upto={upto}", path::RANGE);
+            let req = internal_request(Method::Get, &url, &[(link::HDR_ROOM, &room)], None)?;
+            let mut resp = self.room_stub()?.fetch_with_request(req).await?;
+            resp.text().await
+        }
+        .await;
+        match fetched {
+            Ok(frame) if !frame.is_empty() => self.fan_out(&JsValue::from_str(&frame)),
+            Ok(_) => console_error!("relay: repair {after}..{upto} found nothing"),
+            Err(e) => console_error!("relay: repair {after}..{upto} failed: {e}"),
+        }
+    }
+
+    /// One JS string to every socket.
+    fn fan_out(&self, frame: &JsValue) {
+        let sent = self.state.get_websockets().iter().filter(|ws| js::send_shared(ws, frame)).count();
+        let _ = self.with_core(|c| c.sent(sent as u64));
+    }
+
+    async fn on_text(self: Rc<Self>, ws: WebSocket, text: &str) {
+        if let Err(e) = self.ensure_core(None) {
+            console_error!("relay: {e}");
+            return;
+        }
+        let max = match self.config() {
+            Ok(c) => c.max_frame_bytes,
+            Err(e) => {
+                console_error!("relay: bad config: {e}");
+                self.refuse(&ws, None, Rejection::new(ErrorCode::Internal, "server misconfigured"));
+                return;
+            }
+        };
+        match parse_client_frame(text, max) {
+            Ok(ClientFrame::Ping) => {
+                let _ = ws.send_with_str("pong");
+            }
+            Ok(ClientFrame::Pub(p)) => {
+                let from = attachment(&ws).and_then(|a| a.from);
+                let pending = PendingPub {
+                    ws: ws.clone(),
+                    id: p.id.map(ToOwned::to_owned),
+                    publish: LinkPub { from, data: p.data.to_owned(), mid: p.mid, eph: p.ephemeral },
+                };
+                let pushed = self.publishes.borrow_mut().push(pending);
+                match pushed {
+                    Pushed::StartSender => self.forward_publishes().await,
+                    Pushed::Queued => {}
+                    Pushed::Full => self.refuse(&ws, p.id, Rejection::new(ErrorCode::Overloaded, "too many publishes waiting; retry")),
+                }
+            }
+            Err(e) => self.refuse(&ws, e.id, e.rejection),
+        }
+    }
+
+    /// Sends an `err` frame, and closes the socket if it has sent too many bad
+    /// frames lately. Server-side failures are not the client's strike.
+    fn refuse(&self, ws: &WebSocket, id: Option<&RawValue>, rejection: Rejection) {
+        let _ = ws.send_with_str(err_frame(id, &rejection));
+        let client_fault = matches!(rejection.code, ErrorCode::BadFrame | ErrorCode::TooLarge);
+        let Some(conn) = attachment(ws).map(|a| a.conn) else { return };
+        if !client_fault {
+            return;
+        }
+        if let Ok(Some(close)) = self.with_core(|c| c.bad_frame(&conn, js::now_ms(), rejection.code)) {
+            let _ = ws.close(Some(close.code()), Some(close.reason()));
+        }
+    }
+
+    /// Drains the publish queue to the Room, one call at a time; publishes
+    /// that arrive meanwhile ride in the next call.
+    async fn forward_publishes(self: Rc<Self>) {
+        loop {
+            let batch = self.publishes.borrow_mut().take(MAX_PUBLISH_BATCH);
+            if batch.is_empty() {
+                return;
+            }
+            let mut replies = Vec::with_capacity(batch.len());
+            let mut pubs = Vec::with_capacity(batch.len());
+            for p in batch {
+                replies.push((p.ws, p.id));
+                pubs.push(p.publish);
+            }
+            let open = self.open_connections();
+            let sent = async {
+                let body = PublishBatch { report: self.with_core(|c| c.report(open))?, pubs };
+                let room = self.room_header()?;
+                call_json::<_, PublishReply>(&self.room_stub()?, path::PUBLISH, &[(link::HDR_ROOM, &room)], &body).await
+            }
+            .await;
+            match sent {
+                Ok(reply) => {
+                    for ((ws, id), outcome) in replies.iter().zip(reply.outcomes) {
+                        if let Some(id) = id {
+                            let _ = ws.send_with_str(ack_frame(id, outcome.seq));
+                        }
+                    }
+                }
+                Err(e) => {
+                    console_error!("relay: publish failed: {e}");
+                    for (ws, id) in &replies {
+                        self.refuse(ws, id.as_deref(), Rejection::new(ErrorCode::Internal, "publish failed; retry"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget(self: &Rc<Self>, ws: &WebSocket) {
+        if self.ensure_core(None).is_err() {
+            return;
+        }
+        if let Some(a) = attachment(ws) {
+            let _ = self.with_core(|c| c.closed(&a.conn));
+        }
+        self.schedule_report();
+    }
+
+    /// Tells the Room this relay's connection count, coalescing changes that
+    /// happen while a report is in flight into one more report.
+    fn schedule_report(self: &Rc<Self>) {
+        if !self.with_core(RelayCore::want_report).unwrap_or(false) {
+            return;
+        }
+        let this = Rc::clone(self);
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                let open = this.open_connections();
+                let sent = async {
+                    let report = this.with_core(|c| c.report(open))?;
+                    let room = this.room_header()?;
+                    call_json::<_, JoinReply>(&this.room_stub()?, path::REPORT, &[(link::HDR_ROOM, &room)], &report).await
+                }
+                .await;
+                if let Err(e) = sent {
+                    console_error!("relay: report failed: {e}");
+                }
+                if !this.with_core(RelayCore::report_done).unwrap_or(false) {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn attachment(ws: &WebSocket) -> Option<Attachment> {
+    ws.deserialize_attachment::<Attachment>().ok().flatten().filter(|a| a.herald == ATTACHMENT_VERSION)
+}

@@ -1,0 +1,131 @@
+//! The Worker: validates what it can before any Durable Object is touched
+//! (bad input costs the origin nothing), picks the client's region, and
+//! routes to the regional Relay or to the Room.
+
+use super::http::{call_json, json, json_text, reject, reject_with};
+use super::{js, relay_object::relay_name};
+use herald_core::link::{self, path, LinkPub};
+use herald_core::{parse_http_publish, validate_room, Config, ErrorCode, Region, Rejection};
+use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
+
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+pub async fn handle(req: Request, env: Env) -> Result<Response> {
+    let config = match Config::from_vars(|k| env.var(k).ok().map(|v| v.to_string())) {
+        Ok(c) => c,
+        Err(e) => return reject_with(ErrorCode::Internal, format!("server misconfigured: {e}")),
+    };
+    let url = req.url()?;
+    let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Get, [""]) => Response::from_html(DEMO_PAGE),
+        (Method::Get, ["healthz"]) => json_text(r#"{"ok":true}"#.into(), 200),
+        (_, ["v1", "rooms", room, rest @ ..]) => {
+            let room = percent_decode(room);
+            if let Err(r) = validate_room(&room) {
+                return reject(&r);
+            }
+            match (req.method(), rest) {
+                (Method::Get, ["ws"]) => connect(req, &env, &config, &room).await,
+                (Method::Post, ["messages"]) => publish(req, &env, &config, &room).await,
+                (Method::Get, ["stats"]) => stats(&env, &room).await,
+                (_, ["ws"] | ["messages"] | ["stats"]) => {
+                    reject_with(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")
+                }
+                _ => reject_with(ErrorCode::NotFound, "no such endpoint"),
+            }
+        }
+        _ => reject_with(ErrorCode::NotFound, "no such endpoint"),
+    }
+}
+
+/// Room names arrive URL-encoded; a name that decodes to something invalid
+/// is refused by `validate_room` like any other.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes.get(i), bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (Some(b'%'), Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (Some(b), _, _) => {
+                out.push(*b);
+                i += 1;
+            }
+            (None, _, _) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The client's region: `?region=` when trusted, else `cf`, else the default.
+fn pick_region(req: &Request, config: &Config) -> std::result::Result<Region, Rejection> {
+    if config.trust_region_param {
+        let url = req.url().map_err(|_| Rejection::new(ErrorCode::BadFrame, "bad URL"))?;
+        if let Some((_, hint)) = url.query_pairs().find(|(k, _)| k == "region") {
+            return Region::parse(&hint);
+        }
+    }
+    let (continent, country, longitude) = js::cf_location(req);
+    Ok(Region::from_location(continent.as_deref(), country.as_deref(), longitude)
+        .unwrap_or(config.default_region))
+}
+
+async fn connect(req: Request, env: &Env, config: &Config, room: &str) -> Result<Response> {
+    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return reject_with(ErrorCode::UpgradeRequired, "this endpoint speaks WebSocket; send Upgrade: websocket");
+    }
+    let region = match pick_region(&req, config) {
+        Ok(r) => r,
+        Err(r) => return reject(&r),
+    };
+    let stub = env
+        .durable_object("RELAY")?
+        .get_by_name_with_location_hint(&relay_name(room, region), region.as_str())?;
+    // A fresh request keeps the upgrade headers and adds who we are.
+    let headers = Headers::new();
+    for (k, v) in req.headers().entries() {
+        headers.set(&k, &v)?;
+    }
+    headers.set(link::HDR_ROOM, room)?;
+    headers.set(link::HDR_REGION, region.as_str())?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let forwarded = Request::new_with_init(&super::http::internal_url(path::CONNECT), &init)?;
+    stub.fetch_with_request(forwarded).await
+}
+
+async fn publish(mut req: Request, env: &Env, config: &Config, room: &str) -> Result<Response> {
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if declared > config.max_frame_bytes {
+        return reject_with(
+            ErrorCode::TooLarge,
+            format!("body is {declared} bytes; the limit is {}", config.max_frame_bytes),
+        );
+    }
+    let body = req.text().await?;
+    let p = match parse_http_publish(&body, config.max_frame_bytes) {
+        Ok(p) => p,
+        Err(r) => return reject(&r),
+    };
+    let link_pub = LinkPub { from: None, data: p.data.to_owned(), mid: p.mid, eph: p.ephemeral };
+    let stub = env.durable_object("ROOM")?.get_by_name(room)?;
+    let answer: serde_json::Value =
+        call_json(&stub, path::HTTP_PUBLISH, &[(link::HDR_ROOM, room)], &link_pub).await?;
+    json(&answer)
+}
+
+async fn stats(env: &Env, room: &str) -> Result<Response> {
+    let stub = env.durable_object("ROOM")?.get_by_name(room)?;
+    let req = super::http::internal_request(Method::Get, path::STATS, &[(link::HDR_ROOM, room)], None)?;
+    stub.fetch_with_request(req).await
+}

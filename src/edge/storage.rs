@@ -1,0 +1,119 @@
+//! The Room's SQLite tables. Synchronous, so a message is written before the
+//! publish that caused it is answered, and the runtime's output gate holds
+//! the answer until the write is durable.
+
+use herald_core::room::Restored;
+use herald_core::server_frame::Message;
+use herald_core::Region;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use worker::{Result, SqlStorage, SqlStorageValue};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, sender TEXT, mid TEXT, data TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS relays (region TEXT PRIMARY KEY, connections INTEGER NOT NULL)",
+];
+
+/// Creates the tables if needed and reads back what the room had.
+pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
+    for stmt in SCHEMA {
+        sql.exec(stmt, None)?;
+    }
+    #[derive(Deserialize)]
+    struct Kv {
+        k: String,
+        v: String,
+    }
+    let meta: Vec<Kv> = sql.exec("SELECT k, v FROM meta", None)?.to_array()?;
+    let get = |key: &str| meta.iter().find(|kv| kv.k == key).map(|kv| kv.v.clone());
+    let (Some(epoch), Some(seq)) = (get("epoch"), get("seq")) else {
+        return Ok(None);
+    };
+    let seq = seq
+        .parse::<u64>()
+        .map_err(|_| worker::Error::RustError(format!("stored seq {seq:?} is not a number")))?;
+    #[derive(Deserialize)]
+    struct RelayRow {
+        region: String,
+        connections: f64,
+    }
+    let rows: Vec<RelayRow> = sql.exec("SELECT region, connections FROM relays", None)?.to_array()?;
+    let relays = rows
+        .into_iter()
+        .filter_map(|r| Some((Region::parse(&r.region).ok()?, r.connections.max(0.0) as u32)))
+        .collect();
+    Ok(Some(Restored { epoch, seq, relays }))
+}
+
+fn put_meta(sql: &SqlStorage, key: &str, value: String) -> Result<()> {
+    sql.exec(
+        "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+        vec![key.into(), SqlStorageValue::String(value)],
+    )?;
+    Ok(())
+}
+
+pub fn save_meta(sql: &SqlStorage, epoch: &str, seq: u64) -> Result<()> {
+    put_meta(sql, "epoch", epoch.to_owned())?;
+    put_meta(sql, "seq", seq.to_string())
+}
+
+fn int(n: u64) -> Result<SqlStorageValue> {
+    let n = i64::try_from(n).map_err(|_| worker::Error::RustError("integer out of range".into()))?;
+    SqlStorageValue::try_from_i64(n)
+}
+
+fn opt_text(s: &Option<String>) -> SqlStorageValue {
+    s.clone().map_or(SqlStorageValue::Null, SqlStorageValue::String)
+}
+
+/// Stores a message and advances the persisted seq to it.
+pub fn store_message(sql: &SqlStorage, m: &Message) -> Result<()> {
+    let Some(seq) = m.seq else { return Ok(()) };
+    sql.exec(
+        "INSERT OR REPLACE INTO messages (seq, ts, sender, mid, data) VALUES (?, ?, ?, ?, ?)",
+        vec![int(seq)?, int(m.ts)?, opt_text(&m.from), opt_text(&m.mid), m.data.get().into()],
+    )?;
+    put_meta(sql, "seq", seq.to_string())
+}
+
+pub fn save_relays(sql: &SqlStorage, table: &[(Region, u32)]) -> Result<()> {
+    sql.exec("DELETE FROM relays", None)?;
+    for (region, connections) in table {
+        sql.exec(
+            "INSERT INTO relays (region, connections) VALUES (?, ?)",
+            vec![region.as_str().into(), int(u64::from(*connections))?],
+        )?;
+    }
+    Ok(())
+}
+
+/// Stored messages with `after < seq <= upto`, in order, at most `limit`.
+pub fn range(sql: &SqlStorage, after: u64, upto: u64, limit: u64) -> Result<Vec<Message>> {
+    #[derive(Deserialize)]
+    struct Row {
+        seq: f64,
+        ts: f64,
+        sender: Option<String>,
+        mid: Option<String>,
+        data: String,
+    }
+    let rows: Vec<Row> = sql
+        .exec(
+            "SELECT seq, ts, sender, mid, data FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            vec![int(after)?, int(upto)?, int(limit)?],
+        )?
+        .to_array()?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Message {
+                seq: Some(r.seq as u64),
+                ts: r.ts as u64,
+                from: r.sender,
+                mid: r.mid,
+                data: RawValue::from_string(r.data)?,
+            })
+        })
+        .collect()
+}

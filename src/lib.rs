@@ -1,0 +1,3 @@
+//! Herald: edge pub/sub on Cloudflare Durable Objects.
+#[cfg(target_arch = "wasm32")]
+mod edge;
