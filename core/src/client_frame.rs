@@ -12,6 +12,49 @@ pub const MAX_MID_CHARS: usize = 64;
 /// Longest string `id` a client may tag a request with, in characters.
 pub const MAX_ID_CHARS: usize = 64;
 
+/// Bounds every client frame is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameLimits {
+    /// Largest frame or body, in bytes (`HERALD_MAX_FRAME_BYTES`).
+    pub max_bytes: usize,
+    /// Deepest nesting of arrays and objects in `data` (`HERALD_MAX_DEPTH`).
+    pub max_depth: usize,
+}
+
+impl Default for FrameLimits {
+    fn default() -> Self {
+        FrameLimits { max_bytes: 65_536, max_depth: 32 }
+    }
+}
+
+/// The nesting depth of a JSON text, counted in one pass without recursion,
+/// so a hostile `[[[[…` cannot overflow the wasm stack here or in any
+/// client that parses the message later.
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
 /// A parsed client frame.
 #[derive(Debug, PartialEq)]
 pub enum ClientFrame<'a> {
@@ -136,15 +179,20 @@ fn parse_flag(raw: Option<&RawValue>, name: &str) -> Result<bool, Rejection> {
     }
 }
 
-fn require_data(raw: Option<&RawValue>) -> Result<&RawValue, Rejection> {
-    raw.ok_or_else(|| bad("data is required (any JSON value, null included)"))
+fn require_data(raw: Option<&RawValue>, max_depth: usize) -> Result<&RawValue, Rejection> {
+    let data = raw.ok_or_else(|| bad("data is required (any JSON value, null included)"))?;
+    let depth = json_depth(data.get());
+    if depth > max_depth {
+        return Err(bad(format!("data is nested {depth} deep; the limit is {max_depth}")));
+    }
+    Ok(data)
 }
 
 /// Parses one socket text frame of at most `max_bytes`.
-pub fn parse_client_frame(text: &str, max_bytes: usize) -> Result<ClientFrame<'_>, FrameError<'_>> {
+pub fn parse_client_frame(text: &str, limits: FrameLimits) -> Result<ClientFrame<'_>, FrameError<'_>> {
     let fail = |rejection| FrameError { id: None, rejection };
-    if text.len() > max_bytes {
-        return Err(fail(too_large(text.len(), max_bytes)));
+    if text.len() > limits.max_bytes {
+        return Err(fail(too_large(text.len(), limits.max_bytes)));
     }
     if text == "ping" {
         return Ok(ClientFrame::Ping);
@@ -160,7 +208,7 @@ pub fn parse_client_frame(text: &str, max_bytes: usize) -> Result<ClientFrame<'_
     match t.as_str() {
         "pub" => Ok(ClientFrame::Pub(Publish {
             id,
-            data: require_data(wire.data).map_err(with_id)?,
+            data: require_data(wire.data, limits.max_depth).map_err(with_id)?,
             mid: parse_mid(wire.mid).map_err(with_id)?,
             ephemeral: parse_flag(wire.ephemeral, "ephemeral").map_err(with_id)?,
         })),
@@ -172,14 +220,14 @@ pub fn parse_client_frame(text: &str, max_bytes: usize) -> Result<ClientFrame<'_
 }
 
 /// Parses the body of `POST /v1/rooms/{room}/messages`: `{"data":ANY,"mid":S?}`.
-pub fn parse_http_publish(body: &str, max_bytes: usize) -> Result<Publish<'_>, Rejection> {
-    if body.len() > max_bytes {
-        return Err(too_large(body.len(), max_bytes));
+pub fn parse_http_publish(body: &str, limits: FrameLimits) -> Result<Publish<'_>, Rejection> {
+    if body.len() > limits.max_bytes {
+        return Err(too_large(body.len(), limits.max_bytes));
     }
     let wire = parse_object(body)?;
     Ok(Publish {
         id: None,
-        data: require_data(wire.data)?,
+        data: require_data(wire.data, limits.max_depth)?,
         mid: parse_mid(wire.mid)?,
         ephemeral: parse_flag(wire.ephemeral, "ephemeral")?,
     })
@@ -190,16 +238,17 @@ mod tests {
     use super::*;
 
     const MAX: usize = 1024;
+    const LIMITS: FrameLimits = FrameLimits { max_bytes: MAX, max_depth: 4 };
 
     fn code(text: &str) -> ErrorCode {
-        parse_client_frame(text, MAX).unwrap_err().rejection.code
+        parse_client_frame(text, LIMITS).unwrap_err().rejection.code
     }
 
     #[test]
     fn parses_a_full_pub() {
         let f = parse_client_frame(
             r#"{"t":"pub","id":7,"data":{"a":[1,2]},"mid":"m-1","ephemeral":true,"extra":1}"#,
-            MAX,
+            LIMITS,
         )
         .unwrap();
         let ClientFrame::Pub(p) = f else { panic!("not a pub") };
@@ -211,7 +260,7 @@ mod tests {
 
     #[test]
     fn null_data_is_data() {
-        let ClientFrame::Pub(p) = parse_client_frame(r#"{"t":"pub","data":null}"#, MAX).unwrap() else {
+        let ClientFrame::Pub(p) = parse_client_frame(r#"{"t":"pub","data":null}"#, LIMITS).unwrap() else {
             panic!()
         };
         assert_eq!(p.data.get(), "null");
@@ -220,7 +269,7 @@ mod tests {
 
     #[test]
     fn ping_is_its_own_frame() {
-        assert_eq!(parse_client_frame("ping", MAX).unwrap(), ClientFrame::Ping);
+        assert_eq!(parse_client_frame("ping", LIMITS).unwrap(), ClientFrame::Ping);
     }
 
     #[test]
@@ -242,21 +291,35 @@ mod tests {
     }
 
     #[test]
+    fn depth_is_counted_outside_strings() {
+        assert_eq!(json_depth("1"), 0);
+        assert_eq!(json_depth(r#"[{"a":[1]}]"#), 3);
+        assert_eq!(json_depth(r#""[[[[\"[[""#), 0);
+        assert_eq!(json_depth(r#"{"a":"]]]","b":[[1]]}"#), 3);
+        assert!(parse_client_frame(r#"{"t":"pub","data":[[[[1]]]]}"#, LIMITS).is_ok());
+        assert_eq!(code(r#"{"t":"pub","data":[[[[[1]]]]]}"#), ErrorCode::BadFrame);
+        assert_eq!(
+            parse_http_publish(r#"{"data":{"a":{"b":{"c":{"d":{}}}}}}"#, LIMITS).unwrap_err().code,
+            ErrorCode::BadFrame
+        );
+    }
+
+    #[test]
     fn errors_echo_a_readable_id() {
-        let e = parse_client_frame(r#"{"t":"pub","id":"req-1"}"#, MAX).unwrap_err();
+        let e = parse_client_frame(r#"{"t":"pub","id":"req-1"}"#, LIMITS).unwrap_err();
         assert_eq!(e.id.unwrap().get(), "\"req-1\"");
-        let e = parse_client_frame(r#"{"t":"bogus","id":3,"data":0}"#, MAX).unwrap_err();
+        let e = parse_client_frame(r#"{"t":"bogus","id":3,"data":0}"#, LIMITS).unwrap_err();
         assert_eq!(e.id.unwrap().get(), "3");
     }
 
     #[test]
     fn http_publish_body() {
-        let p = parse_http_publish(r#"{"data":"hi","mid":"x"}"#, MAX).unwrap();
+        let p = parse_http_publish(r#"{"data":"hi","mid":"x"}"#, LIMITS).unwrap();
         assert_eq!(p.data.get(), "\"hi\"");
-        assert_eq!(parse_http_publish("{}", MAX).unwrap_err().code, ErrorCode::BadFrame);
-        assert_eq!(parse_http_publish("[]", MAX).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(parse_http_publish("{}", LIMITS).unwrap_err().code, ErrorCode::BadFrame);
+        assert_eq!(parse_http_publish("[]", LIMITS).unwrap_err().code, ErrorCode::BadFrame);
         assert_eq!(
-            parse_http_publish(&"x".repeat(MAX + 1), MAX).unwrap_err().code,
+            parse_http_publish(&"x".repeat(MAX + 1), LIMITS).unwrap_err().code,
             ErrorCode::TooLarge
         );
     }

@@ -2,6 +2,7 @@
 //! request path into typed values so a typo fails loudly instead of silently
 //! running with a default.
 
+use crate::client_frame::FrameLimits;
 use crate::region::Region;
 
 /// Herald's tunables. Every field has a documented `[vars]` entry in
@@ -14,6 +15,8 @@ pub struct Config {
     pub trust_region_param: bool,
     /// `HERALD_MAX_FRAME_BYTES`: the largest client frame or HTTP body.
     pub max_frame_bytes: usize,
+    /// `HERALD_MAX_DEPTH`: the deepest nesting allowed in `data`.
+    pub max_depth: usize,
 }
 
 impl Default for Config {
@@ -22,6 +25,7 @@ impl Default for Config {
             default_region: Region::Enam,
             trust_region_param: false,
             max_frame_bytes: 65_536,
+            max_depth: 32,
         }
     }
 }
@@ -78,7 +82,24 @@ impl Config {
                 }
             };
         }
+        if let Some(v) = lookup("HERALD_MAX_DEPTH") {
+            config.max_depth = match v.trim().parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError {
+                        var: "HERALD_MAX_DEPTH",
+                        value: v,
+                        expected: "an integer from 1 to 1000",
+                    })
+                }
+            };
+        }
         Ok(config)
+    }
+
+    /// The limits client frames are parsed with.
+    pub fn frame_limits(&self) -> FrameLimits {
+        FrameLimits { max_bytes: self.max_frame_bytes, max_depth: self.max_depth }
     }
 }
 
@@ -117,6 +138,7 @@ mod tests {
             ("HERALD_TRUST_REGION_PARAM", "yes"),
             ("HERALD_MAX_FRAME_BYTES", "lots"),
             ("HERALD_MAX_FRAME_BYTES", "10"),
+            ("HERALD_MAX_DEPTH", "0"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
             assert_eq!(err.var, k);

@@ -17,7 +17,7 @@ pub mod room_name;
 pub mod server_frame;
 pub mod single_flight;
 
-pub use client_frame::{parse_client_frame, parse_http_publish, ClientFrame, FrameError, Publish};
+pub use client_frame::{parse_client_frame, parse_http_publish, ClientFrame, FrameError, FrameLimits, Publish};
 pub use close_code::CloseCode;
 pub use config::{Config, ConfigError};
 pub use error::{ErrorCode, Rejection};

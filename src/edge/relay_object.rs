@@ -250,15 +250,15 @@ impl RelayInner {
             console_error!("relay: {e}");
             return;
         }
-        let max = match self.config() {
-            Ok(c) => c.max_frame_bytes,
+        let limits = match self.config() {
+            Ok(c) => c.frame_limits(),
             Err(e) => {
                 console_error!("relay: bad config: {e}");
                 self.refuse(&ws, None, Rejection::new(ErrorCode::Internal, "server misconfigured"));
                 return;
             }
         };
-        match parse_client_frame(text, max) {
+        match parse_client_frame(text, limits) {
             Ok(ClientFrame::Ping) => {
                 let _ = ws.send_with_str("pong");
             }

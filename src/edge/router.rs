@@ -113,7 +113,7 @@ async fn publish(mut req: Request, env: &Env, config: &Config, room: &str) -> Re
         );
     }
     let body = req.text().await?;
-    let p = match parse_http_publish(&body, config.max_frame_bytes) {
+    let p = match parse_http_publish(&body, config.frame_limits()) {
         Ok(p) => p,
         Err(r) => return reject(&r),
     };
