@@ -105,6 +105,10 @@ pub struct JoinReply {
     pub epoch: String,
     /// The room's last assigned seq.
     pub seq: u64,
+    /// The last seq the Room knows this relay received: everything after it
+    /// is in flight or queued for the relay. A relay that woke with sockets
+    /// but no memory resumes from here, so its clients miss nothing.
+    pub delivered: u64,
 }
 
 #[cfg(test)]

@@ -33,7 +33,8 @@ pub enum DeliveryPlan {
     /// see [`trim_frame`].
     Trim { after: u64 },
     /// Messages `after + 1 ..= upto` never arrived: fetch them from the Room
-    /// and fan them out, then fan out the frame.
+    /// and fan them out, then fan out the frame, then call
+    /// [`RelayCore::repaired`].
     Repair { after: u64, upto: u64 },
 }
 
@@ -98,12 +99,21 @@ impl RelayCore {
         self.report(open_connections.saturating_add(1))
     }
 
-    /// The Room's answer to a join. With no clients yet, nothing was fanned
-    /// out that a new client could miss, so the cursor jumps to the room's seq.
+    /// The Room's answer to a join.
+    ///
+    /// - With no clients, nothing was fanned out that a client could miss, so
+    ///   the cursor jumps to the room's seq (deliveries still in flight below
+    ///   it will be skipped).
+    /// - With clients but no cursor (the relay woke from hibernation, or the
+    ///   epoch changed), the cursor resumes from what the Room knows was
+    ///   delivered, so in-flight deliveries still reach those clients.
+    /// - Otherwise the cursor is already right.
     pub fn joined(&mut self, reply: JoinReply, open_connections: u32) {
         let new_epoch = self.epoch.as_deref() != Some(reply.epoch.as_str());
-        if new_epoch || open_connections == 0 || self.cursor.is_none() {
+        if open_connections == 0 {
             self.cursor = Some(reply.seq);
+        } else if new_epoch || self.cursor.is_none() {
+            self.cursor = Some(reply.delivered);
         }
         self.epoch = Some(reply.epoch);
     }
@@ -136,14 +146,23 @@ impl RelayCore {
         if last <= cursor {
             return DeliveryPlan::Skip;
         }
+        if first > cursor + 1 {
+            // The cursor moves only once the repair has been fanned out, so a
+            // client admitted while the range is being fetched is welcomed
+            // before it and receives it.
+            return DeliveryPlan::Repair { after: cursor, upto: first - 1 };
+        }
         self.cursor = Some(last);
         if first == cursor + 1 {
             DeliveryPlan::Forward
-        } else if first <= cursor {
-            DeliveryPlan::Trim { after: cursor }
         } else {
-            DeliveryPlan::Repair { after: cursor, upto: first - 1 }
+            DeliveryPlan::Trim { after: cursor }
         }
+    }
+
+    /// A repaired range and the delivery after it were fanned out up to `last`.
+    pub fn repaired(&mut self, last: u64) {
+        self.cursor = Some(self.cursor.map_or(last, |c| c.max(last)));
     }
 
     /// Counts frames sent to clients.
@@ -232,7 +251,7 @@ mod tests {
 
     fn joined(open: u32, seq: u64) -> RelayCore {
         let mut r = RelayCore::new("room", Region::Weur, 1, "n".into());
-        r.joined(JoinReply { epoch: "e".into(), seq }, open);
+        r.joined(JoinReply { epoch: "e".into(), seq, delivered: seq }, open);
         r
     }
 
@@ -241,7 +260,7 @@ mod tests {
         let mut r = RelayCore::new("room", Region::Weur, 1, "abc".into());
         assert!(r.admit().is_none(), "no welcome before joining");
         assert!(r.needs_join(0));
-        r.joined(JoinReply { epoch: "e".into(), seq: 5 }, 0);
+        r.joined(JoinReply { epoch: "e".into(), seq: 5, delivered: 5 }, 0);
         let (conn, w) = r.admit().unwrap();
         assert_eq!(conn, "weur-abc-1");
         let v: serde_json::Value = serde_json::from_str(&w).unwrap();
@@ -259,6 +278,8 @@ mod tests {
         assert_eq!(r.plan_delivery("e", Some(7), Some(8)), DeliveryPlan::Skip);
         assert_eq!(r.plan_delivery("e", Some(8), Some(10)), DeliveryPlan::Trim { after: 8 });
         assert_eq!(r.plan_delivery("e", Some(14), Some(15)), DeliveryPlan::Repair { after: 10, upto: 13 });
+        assert_eq!(r.cursor(), Some(10), "not moved until the repair is out");
+        r.repaired(15);
         assert_eq!(r.cursor(), Some(15));
     }
 
@@ -268,10 +289,18 @@ mod tests {
         r.plan_delivery("e", Some(6), Some(6));
         // The room's seq may be ahead while a delivery is in flight; clients
         // already connected must not skip it.
-        r.joined(JoinReply { epoch: "e".into(), seq: 9 }, 2);
+        r.joined(JoinReply { epoch: "e".into(), seq: 9, delivered: 6 }, 2);
         assert_eq!(r.cursor(), Some(6));
-        r.joined(JoinReply { epoch: "e".into(), seq: 9 }, 0);
+        r.joined(JoinReply { epoch: "e".into(), seq: 9, delivered: 6 }, 0);
         assert_eq!(r.cursor(), Some(9));
+    }
+
+    #[test]
+    fn waking_with_sockets_resumes_from_what_was_delivered() {
+        let mut r = RelayCore::new("room", Region::Weur, 2, "n".into());
+        r.joined(JoinReply { epoch: "e".into(), seq: 9, delivered: 7 }, 3);
+        assert_eq!(r.cursor(), Some(7));
+        assert_eq!(r.plan_delivery("e", Some(8), Some(9)), DeliveryPlan::Forward);
     }
 
     #[test]

@@ -201,7 +201,15 @@ impl RoomCore {
     /// with a publish). Returns what it needs to welcome clients.
     pub fn report(&mut self, report: RelayReport) -> JoinReply {
         self.apply_report(report);
-        JoinReply { epoch: self.epoch.clone(), seq: self.seq }
+        let pending_from = self.relays.get(&report.region).and_then(|link| {
+            let in_flight = link.in_flight.iter().flatten();
+            in_flight.chain(link.queue.iter()).find_map(|q| q.seq)
+        });
+        JoinReply {
+            epoch: self.epoch.clone(),
+            seq: self.seq,
+            delivered: pending_from.map_or(self.seq, |first| first - 1),
+        }
     }
 
     /// The result of a [`RoomAction::Deliver`]: the relay's report, or `Err`
@@ -444,6 +452,21 @@ mod tests {
         let acts = drain(&mut core);
         let d = deliveries(&acts)[0];
         assert_eq!(d.first, Some(MAX_BATCH_MESSAGES as u64 + 1));
+    }
+
+    #[test]
+    fn join_reply_says_what_is_still_in_flight() {
+        let mut core = RoomCore::new("r", None, "e".into());
+        core.report(report(Region::Weur, 1));
+        core.publish(1, pub_("1"));
+        drain(&mut core);
+        core.publish(1, pub_("2"));
+        let reply = core.report(report(Region::Weur, 1));
+        assert_eq!((reply.seq, reply.delivered), (2, 0), "1 in flight, 2 queued");
+        core.delivered(Region::Weur, Ok(report(Region::Weur, 1)));
+        drain(&mut core);
+        assert_eq!(core.report(report(Region::Weur, 1)).delivered, 1);
+        assert_eq!(core.report(report(Region::Apac, 1)).delivered, 2, "a new relay starts level");
     }
 
     #[test]

@@ -48,6 +48,7 @@ proptest! {
                     let region = Region::ALL[region];
                     let reply = room.report(RelayReport { region, connections, relay_sends: 0, wakeups: 1 });
                     prop_assert_eq!(reply.seq, last_seq);
+                    prop_assert!(reply.delivered <= reply.seq);
                 }
                 Event::Delivered { region, ok } => {
                     let region = Region::ALL[region];
@@ -79,7 +80,7 @@ proptest! {
         deliveries in prop::collection::vec((0..80u64, 0..5u64, any::<bool>()), 0..100)
     ) {
         let mut relay = RelayCore::new("r", Region::Weur, 1, "n".into());
-        relay.joined(JoinReply { epoch: "e".into(), seq: start }, 0);
+        relay.joined(JoinReply { epoch: "e".into(), seq: start, delivered: start }, 0);
         let mut cursor = start;
         for (first, len, eph_only) in deliveries {
             let (f, l) = if eph_only { (None, None) } else { (Some(first + 1), Some(first + 1 + len)) };
@@ -89,7 +90,11 @@ proptest! {
                     DeliveryPlan::Skip => prop_assert!(l <= cursor),
                     DeliveryPlan::Forward => prop_assert_eq!(f, cursor + 1),
                     DeliveryPlan::Trim { after } => prop_assert!(after == cursor && f <= cursor),
-                    DeliveryPlan::Repair { after, upto } => prop_assert!(after == cursor && upto + 1 == f),
+                    DeliveryPlan::Repair { after, upto } => {
+                        prop_assert!(after == cursor && upto + 1 == f);
+                        prop_assert_eq!(relay.cursor(), Some(cursor), "held until repaired");
+                        relay.repaired(l);
+                    }
                 }
                 cursor = cursor.max(l);
             } else {

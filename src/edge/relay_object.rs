@@ -216,6 +216,9 @@ impl RelayInner {
             DeliveryPlan::Repair { after, upto } => {
                 self.repair(after, upto).await;
                 self.fan_out(&body);
+                if let Some(last) = last {
+                    self.with_core(|c| c.repaired(last))?;
+                }
             }
         }
         let open = self.open_connections();
