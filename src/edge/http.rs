@@ -70,6 +70,13 @@ pub async fn call_json<B: Serialize, T: DeserializeOwned>(
     Ok(serde_json::from_str(&answer)?)
 }
 
+/// Decodes a JSON request body with serde_json. (`Request::json` goes through
+/// `serde_wasm_bindgen`, which cannot produce the `RawValue` payloads.)
+pub async fn read_json<T: DeserializeOwned>(req: &mut Request) -> Result<T> {
+    let text = req.text().await?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// A request header as a string, or an internal error naming it.
 pub fn header(req: &Request, name: &str) -> Result<String> {
     req.headers()

@@ -2,7 +2,7 @@
 //! [`RoomCore`], persists what it orders, and delivers to relays with stub
 //! `fetch` calls. It holds no sockets, so it is evicted whenever idle.
 
-use super::http::{header, internal_request, json, json_text, reject};
+use super::http::{header, internal_request, json, json_text, read_json, reject};
 use super::{js, storage, wakeups};
 use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport};
 use herald_core::room::{Delivery, RoomAction, RoomCore};
@@ -82,12 +82,12 @@ impl RoomInner {
         self.ensure_core(&req)?;
         let result = match req.path().as_str() {
             path::REPORT => {
-                let report: RelayReport = req.json().await?;
+                let report: RelayReport = read_json(&mut req).await?;
                 let reply: JoinReply = self.with_core(|c| c.report(report))?;
                 json(&reply)
             }
             path::PUBLISH => {
-                let batch: PublishBatch = req.json().await?;
+                let batch: PublishBatch = read_json(&mut req).await?;
                 let now = js::now_ms();
                 let reply = self.with_core(|c| {
                     c.report(batch.report);
@@ -100,7 +100,7 @@ impl RoomInner {
                 json(&reply)
             }
             path::HTTP_PUBLISH => {
-                let p: LinkPub = req.json().await?;
+                let p: LinkPub = read_json(&mut req).await?;
                 let now = js::now_ms();
                 let (outcome, epoch) = self.with_core(|c| (c.publish(now, p), c.epoch().to_owned()))?;
                 self.pump()?;

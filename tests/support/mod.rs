@@ -246,6 +246,7 @@ impl Server {
             }
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
+                self.kill_group().await; // workerd may outlive wrangler
                 self.fail(&format!("wrangler exited during startup ({status})"));
             }
             if Instant::now() >= deadline {
