@@ -45,21 +45,21 @@ async fn ws_peer(frames: Vec<&'static str>) -> String {
 #[tokio::test]
 async fn client_expands_batches_and_keeps_skipped_frames() {
     let url = ws_peer(vec![
-        r#"{"type":"a","n":1}"#,
-        r#"[{"type":"b","n":2},{"type":"c","n":3}]"#,
+        r#"{"t":"a","n":1}"#,
+        r#"[{"t":"b","n":2},{"t":"c","n":3}]"#,
         "pong",
-        r#"{"type":"d","n":4}"#,
+        r#"{"t":"d","n":4}"#,
     ])
     .await;
     let mut c = Client::connect(&url).await.unwrap();
-    c.send_json(&json!({"type": "hello"})).await;
+    c.send_json(&json!({"t": "hello"})).await;
 
-    assert_eq!(c.next_msg(T).await, Some(json!({"type":"a","n":1})));
+    assert_eq!(c.next_msg(T).await, Some(json!({"t":"a","n":1})));
     let d = c.wait_type(T, "d").await;
     assert_eq!(d["n"], 4);
     assert_eq!(
         c.drain_seen(),
-        vec![json!({"type":"b","n":2}), json!({"type":"c","n":3}), json!("pong")]
+        vec![json!({"t":"b","n":2}), json!({"t":"c","n":3}), json!("pong")]
     );
     assert!(c.drain_seen().is_empty());
     assert_eq!(c.history().len(), 5);

@@ -20,6 +20,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     match (req.method(), segments.as_slice()) {
         (Method::Get, [""]) => Response::from_html(DEMO_PAGE),
         (Method::Get, ["healthz"]) => json_text(r#"{"ok":true}"#.into(), 200),
+        (_, [""] | ["healthz"]) => reject_with(ErrorCode::MethodNotAllowed, "only GET is allowed here"),
         (_, ["v1", "rooms", room, rest @ ..]) => {
             let room = percent_decode(room);
             if let Err(r) = validate_room(&room) {

@@ -501,9 +501,9 @@ impl Client {
         }
     }
 
-    /// Shorthand: wait for a frame whose `"type"` field equals `ty`.
+    /// Shorthand: wait for a frame whose `"t"` field (Herald's frame type) equals `ty`.
     pub async fn wait_type(&mut self, timeout: Duration, ty: &str) -> Value {
-        self.wait_for(timeout, |v| v.get("type").and_then(Value::as_str) == Some(ty))
+        self.wait_for(timeout, |v| v.get("t").and_then(Value::as_str) == Some(ty))
             .await
     }
 
@@ -707,4 +707,5 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Re-exported so scenarios need no direct tungstenite dependency.
+#[allow(unused_imports)] // only some scenarios build frames by hand
 pub use tungstenite::Message as WsMessage;
