@@ -263,13 +263,21 @@ async fn http_bad_input_is_refused_with_documented_errors() {
     )
     .await;
     expect_error(
-        "GET",
+        "PATCH",
         &format!("{base}/v1/rooms/r/messages"),
         None,
         405,
         "method_not_allowed",
     )
     .await;
+    for bad in ["since=-1", "since=x", "limit=0", "limit=abc"] {
+        expect_error("GET", &format!("{base}/v1/rooms/r/messages?{bad}"), None, 400, "bad_frame").await;
+    }
+    for bad in ["since=1", "epoch=abc", "since=x&epoch=abc"] {
+        let (status, _) = http("GET", &format!("{base}/v1/rooms/r/ws?{bad}"), None).await;
+        assert_eq!(status, 426, "a plain GET is refused before its query is read");
+        assert_eq!(Client::connect_status(&format!("{}&{bad}", server.ws_url("r", "weur"))).await, Some(400), "{bad}");
+    }
     expect_error(
         "POST",
         &format!("{base}/v1/rooms/r/ws"),

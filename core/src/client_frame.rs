@@ -11,6 +11,10 @@ use serde_json::value::RawValue;
 pub const MAX_MID_CHARS: usize = 64;
 /// Longest string `id` a client may tag a request with, in characters.
 pub const MAX_ID_CHARS: usize = 64;
+/// Most messages one history read returns.
+pub const MAX_HISTORY_LIMIT: u64 = 1000;
+/// Messages a history read returns when it names no limit.
+pub const DEFAULT_HISTORY_LIMIT: u64 = 100;
 
 /// Bounds every client frame is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,22 @@ pub enum ClientFrame<'a> {
     Ping,
     /// `{"t":"pub",...}`.
     Pub(Publish<'a>),
+    /// `{"t":"history","id":I,"since":N,"limit":L}`.
+    History(HistoryQuery<'a>),
+}
+
+/// A read of stored messages with `seq > since`, at most `limit`.
+#[derive(Debug)]
+pub struct HistoryQuery<'a> {
+    pub id: Option<&'a RawValue>,
+    pub since: u64,
+    pub limit: u64,
+}
+
+impl PartialEq for HistoryQuery<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        (raw_text(self.id), self.since, self.limit) == (raw_text(o.id), o.since, o.limit)
+    }
 }
 
 /// A publish request, from a socket or from HTTP.
@@ -120,6 +140,10 @@ struct WireFrame<'a> {
     mid: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     ephemeral: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    since: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    limit: Option<&'a RawValue>,
 }
 
 fn bad(message: impl Into<String>) -> Rejection {
@@ -179,6 +203,23 @@ fn parse_flag(raw: Option<&RawValue>, name: &str) -> Result<bool, Rejection> {
     }
 }
 
+/// `since` and `limit` of a history read, from JSON numbers or query-string
+/// text alike: `since` defaults to 0, `limit` to 100 and is capped at 1000.
+pub fn parse_history_bounds(since: Option<&str>, limit: Option<&str>) -> Result<(u64, u64), Rejection> {
+    let since = match since {
+        None => 0,
+        Some(s) => s.trim().parse::<u64>().map_err(|_| bad("since must be a whole number >= 0"))?,
+    };
+    let limit = match limit {
+        None => DEFAULT_HISTORY_LIMIT,
+        Some(s) => match s.trim().parse::<u64>() {
+            Ok(n) if n > 0 => n.min(MAX_HISTORY_LIMIT),
+            _ => return Err(bad(format!("limit must be a whole number from 1 to {MAX_HISTORY_LIMIT}"))),
+        },
+    };
+    Ok((since, limit))
+}
+
 fn require_data(raw: Option<&RawValue>, max_depth: usize) -> Result<&RawValue, Rejection> {
     let data = raw.ok_or_else(|| bad("data is required (any JSON value, null included)"))?;
     let depth = json_depth(data.get());
@@ -212,6 +253,11 @@ pub fn parse_client_frame(text: &str, limits: FrameLimits) -> Result<ClientFrame
             mid: parse_mid(wire.mid).map_err(with_id)?,
             ephemeral: parse_flag(wire.ephemeral, "ephemeral").map_err(with_id)?,
         })),
+        "history" => {
+            let (since, limit) =
+                parse_history_bounds(wire.since.map(RawValue::get), wire.limit.map(RawValue::get)).map_err(with_id)?;
+            Ok(ClientFrame::History(HistoryQuery { id, since, limit }))
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             Err(with_id(bad(format!("unknown frame type {shown:?}"))))
@@ -302,6 +348,20 @@ mod tests {
             parse_http_publish(r#"{"data":{"a":{"b":{"c":{"d":{}}}}}}"#, LIMITS).unwrap_err().code,
             ErrorCode::BadFrame
         );
+    }
+
+    #[test]
+    fn history_frames() {
+        let f = parse_client_frame(r#"{"t":"history","id":1,"since":5,"limit":5000}"#, LIMITS).unwrap();
+        let ClientFrame::History(h) = f else { panic!() };
+        assert_eq!((h.id.unwrap().get(), h.since, h.limit), ("1", 5, MAX_HISTORY_LIMIT));
+        let ClientFrame::History(h) = parse_client_frame(r#"{"t":"history"}"#, LIMITS).unwrap() else { panic!() };
+        assert_eq!((h.since, h.limit), (0, DEFAULT_HISTORY_LIMIT));
+        for bad in [r#"{"t":"history","since":-1}"#, r#"{"t":"history","since":"x"}"#, r#"{"t":"history","limit":0}"#, r#"{"t":"history","since":1.5}"#] {
+            assert_eq!(code(bad), ErrorCode::BadFrame, "{bad}");
+        }
+        assert_eq!(parse_history_bounds(Some("3"), Some("10")).unwrap(), (3, 10));
+        assert!(parse_history_bounds(Some("a"), None).is_err());
     }
 
     #[test]

@@ -17,6 +17,12 @@ pub struct Config {
     pub max_frame_bytes: usize,
     /// `HERALD_MAX_DEPTH`: the deepest nesting allowed in `data`.
     pub max_depth: usize,
+    /// `HERALD_HISTORY_MAX`: most messages a room keeps.
+    pub history_max: u64,
+    /// `HERALD_HISTORY_TTL_S`: how long a room keeps a message, in seconds.
+    pub history_ttl_s: u64,
+    /// `HERALD_DEDUP_WINDOW_S`: how long a `mid` is remembered, in seconds.
+    pub dedup_window_s: u64,
 }
 
 impl Default for Config {
@@ -26,6 +32,9 @@ impl Default for Config {
             trust_region_param: false,
             max_frame_bytes: 65_536,
             max_depth: 32,
+            history_max: 1000,
+            history_ttl_s: 86_400,
+            dedup_window_s: 300,
         }
     }
 }
@@ -49,57 +58,80 @@ impl Config {
     /// Missing variables take their defaults; present but malformed ones are
     /// errors.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let mut config = Config::default();
-        if let Some(v) = lookup("HERALD_DEFAULT_REGION") {
-            config.default_region = Region::parse(v.trim()).map_err(|_| ConfigError {
+        let d = Config::default();
+        let int = |var: &'static str, range: std::ops::RangeInclusive<u64>, expected: &'static str, default: u64| {
+            match lookup(var) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if range.contains(&n) => Ok(n),
+                    _ => Err(ConfigError { var, value: v, expected }),
+                },
+            }
+        };
+        let default_region = match lookup("HERALD_DEFAULT_REGION") {
+            None => d.default_region,
+            Some(v) => Region::parse(v.trim()).map_err(|_| ConfigError {
                 var: "HERALD_DEFAULT_REGION",
                 value: v.clone(),
                 expected: "a location hint: wnam enam sam weur eeur apac oc afr me",
-            })?;
-        }
-        if let Some(v) = lookup("HERALD_TRUST_REGION_PARAM") {
-            config.trust_region_param = match v.trim() {
+            })?,
+        };
+        let trust_region_param = match lookup("HERALD_TRUST_REGION_PARAM") {
+            None => d.trust_region_param,
+            Some(v) => match v.trim() {
                 "1" | "true" => true,
                 "0" | "false" | "" => false,
                 _ => {
-                    return Err(ConfigError {
-                        var: "HERALD_TRUST_REGION_PARAM",
-                        value: v,
-                        expected: "0 or 1",
-                    })
+                    return Err(ConfigError { var: "HERALD_TRUST_REGION_PARAM", value: v, expected: "0 or 1" })
                 }
-            };
-        }
-        if let Some(v) = lookup("HERALD_MAX_FRAME_BYTES") {
-            config.max_frame_bytes = match v.trim().parse::<usize>() {
-                Ok(n) if (64..=1_048_576).contains(&n) => n,
-                _ => {
-                    return Err(ConfigError {
-                        var: "HERALD_MAX_FRAME_BYTES",
-                        value: v,
-                        expected: "an integer from 64 to 1048576 (the runtime's own frame limit)",
-                    })
-                }
-            };
-        }
-        if let Some(v) = lookup("HERALD_MAX_DEPTH") {
-            config.max_depth = match v.trim().parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => n,
-                _ => {
-                    return Err(ConfigError {
-                        var: "HERALD_MAX_DEPTH",
-                        value: v,
-                        expected: "an integer from 1 to 1000",
-                    })
-                }
-            };
-        }
-        Ok(config)
+            },
+        };
+        Ok(Config {
+            default_region,
+            trust_region_param,
+            max_frame_bytes: int(
+                "HERALD_MAX_FRAME_BYTES",
+                64..=1_048_576,
+                "an integer from 64 to 1048576 (the runtime's own frame limit)",
+                d.max_frame_bytes as u64,
+            )? as usize,
+            max_depth: int("HERALD_MAX_DEPTH", 1..=1000, "an integer from 1 to 1000", d.max_depth as u64)? as usize,
+            history_max: int("HERALD_HISTORY_MAX", 1..=1_000_000, "an integer from 1 to 1000000", d.history_max)?,
+            history_ttl_s: int("HERALD_HISTORY_TTL_S", 1..=31_536_000, "seconds, from 1 to 31536000", d.history_ttl_s)?,
+            dedup_window_s: int("HERALD_DEDUP_WINDOW_S", 0..=86_400, "seconds, from 0 to 86400", d.dedup_window_s)?,
+        })
     }
 
     /// The limits client frames are parsed with.
     pub fn frame_limits(&self) -> FrameLimits {
         FrameLimits { max_bytes: self.max_frame_bytes, max_depth: self.max_depth }
+    }
+
+    /// What the Room keeps and for how long.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_messages: self.history_max,
+            ttl_ms: self.history_ttl_s * 1000,
+            dedup_window_ms: self.dedup_window_s * 1000,
+        }
+    }
+}
+
+/// The Room's history bounds, in the units the core works in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Most stored messages kept (`HERALD_HISTORY_MAX`).
+    pub max_messages: u64,
+    /// Oldest message kept, by age (`HERALD_HISTORY_TTL_S`).
+    pub ttl_ms: u64,
+    /// How long a `mid` is remembered for idempotent publish
+    /// (`HERALD_DEDUP_WINDOW_S`).
+    pub dedup_window_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Config::default().retention()
     }
 }
 
@@ -132,6 +164,10 @@ mod tests {
         assert_eq!(c.default_region, Region::Weur);
         assert!(c.trust_region_param);
         assert_eq!(c.max_frame_bytes, 1024);
+        let r = Config::from_vars(vars(&[("HERALD_HISTORY_MAX", "5"), ("HERALD_HISTORY_TTL_S", "2")]))
+            .unwrap()
+            .retention();
+        assert_eq!((r.max_messages, r.ttl_ms, r.dedup_window_ms), (5, 2000, 300_000));
 
         for (k, v) in [
             ("HERALD_DEFAULT_REGION", "mars"),
@@ -139,6 +175,9 @@ mod tests {
             ("HERALD_MAX_FRAME_BYTES", "lots"),
             ("HERALD_MAX_FRAME_BYTES", "10"),
             ("HERALD_MAX_DEPTH", "0"),
+            ("HERALD_HISTORY_MAX", "0"),
+            ("HERALD_HISTORY_TTL_S", "-5"),
+            ("HERALD_DEDUP_WINDOW_S", "1d"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
             assert_eq!(err.var, k);

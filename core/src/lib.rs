@@ -9,6 +9,7 @@ pub mod client_frame;
 pub mod close_code;
 pub mod config;
 pub mod error;
+pub mod history;
 pub mod link;
 pub mod region;
 pub mod relay;
@@ -17,7 +18,10 @@ pub mod room_name;
 pub mod server_frame;
 pub mod single_flight;
 
-pub use client_frame::{parse_client_frame, parse_http_publish, ClientFrame, FrameError, FrameLimits, Publish};
+pub use client_frame::{
+    parse_client_frame, parse_history_bounds, parse_http_publish, ClientFrame, FrameError, FrameLimits, HistoryQuery,
+    Publish,
+};
 pub use close_code::CloseCode;
 pub use config::{Config, ConfigError};
 pub use error::{ErrorCode, Rejection};

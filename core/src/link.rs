@@ -18,6 +18,9 @@ pub const HDR_EPOCH: &str = "x-herald-epoch";
 pub const HDR_FIRST: &str = "x-herald-first";
 /// Last stored seq in a delivery.
 pub const HDR_LAST: &str = "x-herald-last";
+/// On a range read: `1` when the range is complete (the client can be
+/// told `recovered: true`), `0` when the epoch differs or retention lost it.
+pub const HDR_RECOVERED: &str = "x-herald-recovered";
 
 /// Internal paths. The `/_herald/` prefix never collides with public routes
 /// because DO stubs are unreachable from the internet anyway; it makes logs
@@ -30,6 +33,8 @@ pub mod path {
     pub const DELIVER: &str = "/_herald/deliver";
     pub const RANGE: &str = "/_herald/range";
     pub const STATS: &str = "/_herald/stats";
+    pub const HISTORY: &str = "/_herald/history";
+    pub const ERASE: &str = "/_herald/erase";
 }
 
 impl Serialize for Region {
@@ -57,6 +62,30 @@ pub struct RelayReport {
     pub relay_sends: u64,
     /// How many times the relay object was constructed in its isolate.
     pub wakeups: u64,
+    /// Resumes served from the relay's own recent window.
+    #[serde(default)]
+    pub recovered_from_relay: u64,
+    /// Resumes that needed a read from the Room's storage.
+    #[serde(default)]
+    pub recovered_from_room: u64,
+    /// Resumes refused (`recovered: false`): stale epoch or past retention.
+    #[serde(default)]
+    pub not_recovered: u64,
+}
+
+impl RelayReport {
+    /// A report with every counter at zero.
+    pub fn new(region: Region) -> Self {
+        RelayReport {
+            region,
+            connections: 0,
+            relay_sends: 0,
+            wakeups: 0,
+            recovered_from_relay: 0,
+            recovered_from_room: 0,
+            not_recovered: 0,
+        }
+    }
 }
 
 /// One publish forwarded by a Relay (or made over HTTP).
@@ -117,7 +146,7 @@ mod tests {
 
     #[test]
     fn report_round_trip_and_bad_region() {
-        let r = RelayReport { region: Region::Apac, connections: 2, relay_sends: 9, wakeups: 1 };
+        let r = RelayReport { connections: 2, relay_sends: 9, wakeups: 1, ..RelayReport::new(Region::Apac) };
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.contains("\"apac\""));
         assert_eq!(serde_json::from_str::<RelayReport>(&s).unwrap(), r);

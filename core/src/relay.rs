@@ -20,7 +20,10 @@ use crate::link::{JoinReply, RelayReport};
 use crate::region::Region;
 use crate::server_frame::{batch_frame, welcome_frame};
 use serde_json::value::RawValue;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+
+/// Stored messages a relay keeps in memory for resuming clients.
+pub const RELAY_WINDOW_MESSAGES: u64 = 512;
 
 /// What to do with a delivery from the Room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +41,79 @@ pub enum DeliveryPlan {
     Repair { after: u64, upto: u64 },
 }
 
-/// The relay's state machine.
+/// How a resuming client (`?since=N&epoch=E`) is brought up to date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume<F> {
+    /// `recovered: false`: another epoch, or a seq this relay cannot vouch for.
+    NotRecoverable,
+    /// `recovered: true`: send these frames (each trimmed to seqs above the
+    /// given one, when `Some`) after the welcome. Empty when up to date.
+    Frames(Vec<(F, Option<u64>)>),
+    /// The relay's window does not reach back far enough: read
+    /// `after < seq <= upto` from the Room, then plan again from `upto`.
+    FromRoom { after: u64, upto: u64 },
+}
+
+/// Recent delivery frames, contiguous in seq, newest last.
 #[derive(Debug)]
-pub struct RelayCore {
+pub struct Window<F> {
+    entries: VecDeque<(u64, u64, F)>,
+    messages: u64,
+}
+
+impl<F> Default for Window<F> {
+    fn default() -> Self {
+        Window { entries: VecDeque::new(), messages: 0 }
+    }
+}
+
+impl<F: Clone> Window<F> {
+    /// Adds a frame holding stored seqs `first..=last`. A frame that does not
+    /// follow on restarts the window, so it never has holes.
+    pub fn push(&mut self, first: u64, last: u64, frame: F) {
+        if self.entries.back().is_some_and(|(_, l, _)| l + 1 != first) {
+            self.clear();
+        }
+        self.entries.push_back((first, last, frame));
+        self.messages += last + 1 - first;
+        while self.messages > RELAY_WINDOW_MESSAGES && self.entries.len() > 1 {
+            if let Some((f, l, _)) = self.entries.pop_front() {
+                self.messages -= l + 1 - f;
+            }
+        }
+    }
+
+    /// The last seq the window holds.
+    pub fn newest(&self) -> Option<u64> {
+        self.entries.back().map(|(_, last, _)| *last)
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.messages = 0;
+    }
+
+    /// The frames with every message after `after` up to the newest, or
+    /// `None` when the window does not reach back to `after + 1`.
+    pub fn since(&self, after: u64) -> Option<Vec<(F, Option<u64>)>> {
+        let mut out = Vec::new();
+        for (first, last, frame) in &self.entries {
+            if *last <= after {
+                continue;
+            }
+            if out.is_empty() && *first > after + 1 {
+                return None;
+            }
+            out.push((frame.clone(), (*first <= after).then_some(after)));
+        }
+        Some(out)
+    }
+}
+
+/// The relay's state machine. `F` is how the glue holds a frame (a JS
+/// string on wasm, so the window costs no copies).
+#[derive(Debug)]
+pub struct RelayCore<F = String> {
     room: String,
     region: Region,
     epoch: Option<String>,
@@ -53,9 +126,18 @@ pub struct RelayCore {
     strikes: HashMap<String, Strikes>,
     report_in_flight: bool,
     report_wanted: bool,
+    resumes: ResumeCounts,
+    window: Window<F>,
 }
 
-impl RelayCore {
+#[derive(Debug, Default, Clone, Copy)]
+struct ResumeCounts {
+    from_relay: u64,
+    from_room: u64,
+    refused: u64,
+}
+
+impl<F: Clone> RelayCore<F> {
     /// `wakeups` is this object's construction count; `nonce` a short random
     /// string chosen by the glue.
     pub fn new(room: impl Into<String>, region: Region, wakeups: u64, nonce: String) -> Self {
@@ -71,6 +153,8 @@ impl RelayCore {
             strikes: HashMap::new(),
             report_in_flight: false,
             report_wanted: false,
+            resumes: ResumeCounts::default(),
+            window: Window::default(),
         }
     }
 
@@ -119,20 +203,26 @@ impl RelayCore {
     }
 
     /// Admits a client: its connection id and welcome frame. `None` until the
-    /// relay has joined.
-    pub fn admit(&mut self) -> Option<(String, String)> {
+    /// relay has joined. `recovered` answers a resume request, if any.
+    pub fn admit(&mut self, recovered: Option<bool>) -> Option<(String, String)> {
         let epoch = self.epoch.as_deref()?;
         let cursor = self.cursor?;
         self.next_conn += 1;
         let conn = format!("{}-{}-{}", self.region, self.nonce, self.next_conn);
-        let welcome = welcome_frame(&self.room, &conn, self.region.as_str(), epoch, cursor);
+        let welcome = welcome_frame(&self.room, &conn, self.region.as_str(), epoch, cursor, recovered);
         Some((conn, welcome))
+    }
+
+    pub fn epoch(&self) -> Option<&str> {
+        self.epoch.as_deref()
     }
 
     /// Decides what to do with a delivery carrying stored seqs `first..=last`
     /// (`None` for ephemeral-only) from epoch `epoch`, and advances the cursor.
     pub fn plan_delivery(&mut self, epoch: &str, first: Option<u64>, last: Option<u64>) -> DeliveryPlan {
         if self.epoch.as_deref() != Some(epoch) {
+            // A new epoch (erasure): the old window means nothing now.
+            self.window.clear();
             self.epoch = Some(epoch.to_owned());
             self.cursor = None;
         }
@@ -165,6 +255,38 @@ impl RelayCore {
         self.cursor = Some(self.cursor.map_or(last, |c| c.max(last)));
     }
 
+    /// A frame with stored seqs `first..=last` was fanned out: keep it for
+    /// resuming clients.
+    pub fn fanned_out(&mut self, first: u64, last: u64, frame: F) {
+        self.window.push(first, last, frame);
+    }
+
+    /// How to bring a client of `epoch` that has seen up to `since` level
+    /// with this relay's cursor.
+    pub fn plan_resume(&self, epoch: &str, since: u64) -> Resume<F> {
+        let Some(cursor) = self.cursor else { return Resume::NotRecoverable };
+        if self.epoch.as_deref() != Some(epoch) || since > cursor {
+            return Resume::NotRecoverable;
+        }
+        if since == cursor {
+            return Resume::Frames(Vec::new());
+        }
+        match self.window.since(since) {
+            Some(frames) if self.window.newest() == Some(cursor) => Resume::Frames(frames),
+            _ => Resume::FromRoom { after: since, upto: cursor },
+        }
+    }
+
+    /// Counts a finished resume, by where it was served from.
+    pub fn resumed(&mut self, recovered: bool, used_room: bool) {
+        let c = &mut self.resumes;
+        match (recovered, used_room) {
+            (false, _) => c.refused += 1,
+            (true, true) => c.from_room += 1,
+            (true, false) => c.from_relay += 1,
+        }
+    }
+
     /// Counts frames sent to clients.
     pub fn sent(&mut self, frames: u64) {
         self.relay_sends += frames;
@@ -177,6 +299,9 @@ impl RelayCore {
             connections: open_connections,
             relay_sends: self.relay_sends,
             wakeups: self.wakeups,
+            recovered_from_relay: self.resumes.from_relay,
+            recovered_from_room: self.resumes.from_room,
+            not_recovered: self.resumes.refused,
         }
     }
 
@@ -221,9 +346,10 @@ impl RelayCore {
 }
 
 /// Keeps the messages of a (batch) frame with seq above `after`, and the
-/// ephemeral ones. Returns `None` when nothing is left or the frame is not
-/// what the Room renders.
-pub fn trim_frame(frame: &str, after: u64) -> Option<String> {
+/// ephemeral ones when `keep_ephemeral` (live delivery, not a replay).
+/// Returns `None` when nothing is left or the frame is not what the Room
+/// renders.
+pub fn trim_frame(frame: &str, after: u64, keep_ephemeral: bool) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct SeqOnly {
         seq: Option<u64>,
@@ -237,7 +363,7 @@ pub fn trim_frame(frame: &str, after: u64) -> Option<String> {
         .into_iter()
         .filter(|raw| {
             serde_json::from_str::<SeqOnly>(raw.get())
-                .map(|m| m.seq.is_none_or(|s| s > after))
+                .map(|m| m.seq.map_or(keep_ephemeral, |s| s > after))
                 .unwrap_or(false)
         })
         .map(RawValue::get)
@@ -250,24 +376,24 @@ mod tests {
     use super::*;
 
     fn joined(open: u32, seq: u64) -> RelayCore {
-        let mut r = RelayCore::new("room", Region::Weur, 1, "n".into());
+        let mut r: RelayCore = RelayCore::new("room", Region::Weur, 1, "n".into());
         r.joined(JoinReply { epoch: "e".into(), seq, delivered: seq }, open);
         r
     }
 
     #[test]
     fn welcome_carries_the_cursor() {
-        let mut r = RelayCore::new("room", Region::Weur, 1, "abc".into());
-        assert!(r.admit().is_none(), "no welcome before joining");
+        let mut r: RelayCore = RelayCore::new("room", Region::Weur, 1, "abc".into());
+        assert!(r.admit(None).is_none(), "no welcome before joining");
         assert!(r.needs_join(0));
         r.joined(JoinReply { epoch: "e".into(), seq: 5, delivered: 5 }, 0);
-        let (conn, w) = r.admit().unwrap();
+        let (conn, w) = r.admit(None).unwrap();
         assert_eq!(conn, "weur-abc-1");
         let v: serde_json::Value = serde_json::from_str(&w).unwrap();
         assert_eq!(v["seq"], 5);
         assert_eq!(v["epoch"], "e");
         assert!(!r.needs_join(1));
-        assert_eq!(r.admit().unwrap().0, "weur-abc-2");
+        assert_eq!(r.admit(None).unwrap().0, "weur-abc-2");
     }
 
     #[test]
@@ -297,7 +423,7 @@ mod tests {
 
     #[test]
     fn waking_with_sockets_resumes_from_what_was_delivered() {
-        let mut r = RelayCore::new("room", Region::Weur, 2, "n".into());
+        let mut r: RelayCore = RelayCore::new("room", Region::Weur, 2, "n".into());
         r.joined(JoinReply { epoch: "e".into(), seq: 9, delivered: 7 }, 3);
         assert_eq!(r.cursor(), Some(7));
         assert_eq!(r.plan_delivery("e", Some(8), Some(9)), DeliveryPlan::Forward);
@@ -325,10 +451,50 @@ mod tests {
     #[test]
     fn trims_batches() {
         let f = r#"[{"t":"msg","seq":3,"ts":1,"data":1,"from":null},{"t":"msg","eph":true,"ts":1,"data":2,"from":null},{"t":"msg","seq":4,"ts":1,"data":3,"from":null}]"#;
-        let kept: serde_json::Value = serde_json::from_str(&trim_frame(f, 3).unwrap()).unwrap();
+        let kept: serde_json::Value = serde_json::from_str(&trim_frame(f, 3, true).unwrap()).unwrap();
         assert_eq!(kept.as_array().unwrap().len(), 2);
-        assert_eq!(trim_frame(r#"{"t":"msg","seq":3,"ts":1,"data":1,"from":null}"#, 3), None);
-        assert_eq!(trim_frame("garbage", 0), None);
+        let replay: serde_json::Value = serde_json::from_str(&trim_frame(f, 2, false).unwrap()).unwrap();
+        assert_eq!(replay.as_array().unwrap().len(), 2, "a replay drops ephemeral messages");
+        assert_eq!(trim_frame(r#"{"t":"msg","seq":3,"ts":1,"data":1,"from":null}"#, 3, true), None);
+        assert_eq!(trim_frame("garbage", 0, true), None);
+    }
+
+    #[test]
+    fn window_is_contiguous_and_bounded() {
+        let mut w: Window<&str> = Window::default();
+        w.push(1, 3, "a");
+        w.push(4, 4, "b");
+        assert_eq!(w.since(0), Some(vec![("a", None), ("b", None)]));
+        assert_eq!(w.since(2), Some(vec![("a", Some(2)), ("b", None)]));
+        assert_eq!(w.since(4), Some(vec![]));
+        w.push(9, 9, "gap");
+        assert_eq!(w.since(4), None, "a hole restarts the window");
+        assert_eq!(w.since(8), Some(vec![("gap", None)]));
+        let mut big: Window<u64> = Window::default();
+        for s in 1..=RELAY_WINDOW_MESSAGES + 10 {
+            big.push(s, s, s);
+        }
+        assert_eq!(big.since(5), None);
+        assert_eq!(big.since(10).map(|f| f.len()), Some(RELAY_WINDOW_MESSAGES as usize));
+    }
+
+    #[test]
+    fn resume_plans() {
+        let mut r = joined(0, 10);
+        r.fanned_out(11, 12, "f11".to_string());
+        r.plan_delivery("e", Some(11), Some(12));
+        assert_eq!(r.plan_resume("other", 12), Resume::NotRecoverable);
+        assert_eq!(r.plan_resume("e", 13), Resume::NotRecoverable, "ahead of this relay");
+        assert_eq!(r.plan_resume("e", 12), Resume::Frames(vec![]));
+        assert_eq!(r.plan_resume("e", 11), Resume::Frames(vec![("f11".to_string(), Some(11))]));
+        assert_eq!(r.plan_resume("e", 3), Resume::FromRoom { after: 3, upto: 12 });
+        r.resumed(true, false);
+        r.resumed(true, true);
+        r.resumed(false, false);
+        let rep = r.report(1);
+        assert_eq!((rep.recovered_from_relay, rep.recovered_from_room, rep.not_recovered), (1, 1, 1));
+        r.plan_delivery("e2", Some(1), Some(1));
+        assert_eq!(r.plan_resume("e2", 0), Resume::FromRoom { after: 0, upto: 1 }, "window cleared on a new epoch");
     }
 
     #[test]

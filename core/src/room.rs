@@ -10,9 +10,11 @@
 //! that arrive while a delivery is in flight ride together in the next one,
 //! so a burst becomes a few batch frames instead of many small ones.
 
+use crate::config::Retention;
+use crate::history::{History, Prune, MIN_ALARM_GAP_MS};
 use crate::link::{JoinReply, LinkPub, PubOutcome, RelayReport};
 use crate::region::Region;
-use crate::server_frame::{batch_frame, Message};
+use crate::server_frame::{batch_frame, reset_frame, Message};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
@@ -35,6 +37,10 @@ pub struct Restored {
     pub epoch: String,
     pub seq: u64,
     pub relays: Vec<(Region, u32)>,
+    /// (seq, ts) of the stored messages, in seq order.
+    pub index: Vec<(u64, u64)>,
+    /// Remembered `mid`s as (mid, seq, ts).
+    pub mids: Vec<(String, u64, u64)>,
 }
 
 /// Work for the glue to carry out, in order.
@@ -48,6 +54,21 @@ pub enum RoomAction {
     SaveRelays(Vec<(Region, u32)>),
     /// Send a delivery; report its result with [`RoomCore::delivered`].
     Deliver(Delivery),
+    /// Delete rows past retention.
+    Prune(Prune),
+    /// Schedule the object's alarm; call [`RoomCore::alarm`] when it fires.
+    SetAlarm(u64),
+    /// Delete every stored message and remembered `mid` (erasure).
+    EraseAll,
+}
+
+/// Which stored messages a read returns: `after < seq <= upto`, at most
+/// `limit`, in seq order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPlan {
+    pub after: u64,
+    pub upto: u64,
+    pub limit: u64,
 }
 
 /// One frame for one relay.
@@ -127,12 +148,20 @@ pub struct RoomCore {
     /// The last batch frame rendered, keyed by its (first, last) uid, so
     /// relays that are level share one rendering.
     batch_cache: Option<(u64, u64, Rc<str>)>,
+    history: History,
+    /// When the alarm is set for, as far as this object knows.
+    alarm_at: Option<u64>,
 }
 
 impl RoomCore {
     /// Builds the room from what storage held, or as a new room with
     /// `fresh_epoch` (which is then queued for saving).
-    pub fn new(room: impl Into<String>, restored: Option<Restored>, fresh_epoch: String) -> Self {
+    pub fn new(
+        room: impl Into<String>,
+        restored: Option<Restored>,
+        fresh_epoch: String,
+        retention: Retention,
+    ) -> Self {
         let mut core = RoomCore {
             room: room.into(),
             epoch: fresh_epoch,
@@ -142,15 +171,18 @@ impl RoomCore {
             primary_sends: 0,
             next_uid: 0,
             batch_cache: None,
+            history: History::new(retention, Vec::new(), Vec::new()),
+            alarm_at: None,
         };
         match restored {
             Some(r) => {
                 core.epoch = r.epoch;
                 core.seq = r.seq;
                 for (region, connections) in r.relays {
-                    let report = RelayReport { region, connections, relay_sends: 0, wakeups: 0 };
+                    let report = RelayReport { region, connections, ..RelayReport::new(region) };
                     core.relays.insert(region, RelayLink::new(report));
                 }
+                core.history = History::new(retention, r.index, r.mids);
             }
             None => core.actions.push_back(RoomAction::SaveMeta {
                 epoch: core.epoch.clone(),
@@ -175,7 +207,15 @@ impl RoomCore {
 
     /// Orders one message at `now_ms`: assigns its seq (unless ephemeral),
     /// queues it for storage and for every active relay.
+    ///
+    /// A stored publish whose `mid` the room saw within the dedup window is
+    /// not stored or delivered again: it is answered with the original seq.
     pub fn publish(&mut self, now_ms: u64, p: LinkPub) -> PubOutcome {
+        if let (false, Some(mid)) = (p.eph, p.mid.as_deref()) {
+            if let Some(seen) = self.history.seen(now_ms, mid) {
+                return PubOutcome { seq: Some(seen.seq), ts: seen.ts };
+            }
+        }
         let seq = if p.eph {
             None
         } else {
@@ -185,16 +225,69 @@ impl RoomCore {
         let message = Message { seq, ts: now_ms, from: p.from, mid: p.mid, data: p.data };
         let queued = Rc::new(Queued { uid: self.next_uid, seq, frame: message.to_frame() });
         self.next_uid += 1;
-        if seq.is_some() {
+        if let Some(seq) = seq {
+            self.history.record(seq, now_ms, message.mid.as_deref());
             self.actions.push_back(RoomAction::Store(message));
+            self.schedule_alarm(now_ms, 0);
         }
+        self.enqueue(queued);
+        PubOutcome { seq, ts: now_ms }
+    }
+
+    fn enqueue(&mut self, queued: Rc<Queued>) {
         for link in self.relays.values_mut() {
             if link.queue.len() >= MAX_RELAY_QUEUE {
                 link.queue.pop_front();
             }
             link.queue.push_back(Rc::clone(&queued));
         }
-        PubOutcome { seq, ts: now_ms }
+    }
+
+    /// Sets the alarm for the next prune, unless one is already set earlier.
+    fn schedule_alarm(&mut self, now_ms: u64, min_gap: u64) {
+        let Some(due) = self.history.next_deadline(now_ms) else { return };
+        let due = due.max(now_ms + min_gap);
+        if self.alarm_at.is_none_or(|at| due < at) {
+            self.alarm_at = Some(due);
+            self.actions.push_back(RoomAction::SetAlarm(due));
+        }
+    }
+
+    /// The alarm fired: prune what retention no longer allows, then set the
+    /// next alarm.
+    pub fn alarm(&mut self, now_ms: u64) {
+        self.alarm_at = None;
+        if let Some(prune) = self.history.prune(now_ms, self.seq) {
+            self.actions.push_back(RoomAction::Prune(prune));
+        }
+        self.schedule_alarm(now_ms, MIN_ALARM_GAP_MS);
+    }
+
+    /// Erases the history and starts a new epoch. `seq` keeps counting and is
+    /// never reused; connected clients receive a `reset` frame.
+    pub fn erase(&mut self, fresh_epoch: String) -> JoinReply {
+        self.epoch = fresh_epoch;
+        self.history.clear();
+        self.actions.push_back(RoomAction::EraseAll);
+        self.actions.push_back(RoomAction::SaveMeta { epoch: self.epoch.clone(), seq: self.seq });
+        let frame = reset_frame(&self.epoch, self.seq);
+        let queued = Rc::new(Queued { uid: self.next_uid, seq: None, frame });
+        self.next_uid += 1;
+        self.enqueue(queued);
+        JoinReply { epoch: self.epoch.clone(), seq: self.seq, delivered: self.seq }
+    }
+
+    /// What a history read returns for `since` and `limit` at `now`:
+    /// messages past retention are skipped even if not yet deleted.
+    pub fn read(&self, now_ms: u64, since: u64, limit: u64) -> ReadPlan {
+        let oldest = self.history.oldest_visible(now_ms, self.seq);
+        ReadPlan { after: since.max(oldest.saturating_sub(1)), upto: self.seq, limit }
+    }
+
+    /// Whether a client of `epoch` that has seen up to `since` can be given
+    /// exactly the messages after it.
+    pub fn recoverable(&self, now_ms: u64, epoch: &str, since: u64) -> bool {
+        epoch == self.epoch && self.history.covers(now_ms, self.seq, since)
     }
 
     /// A relay reported itself (on join, on a change in its connections, or
@@ -336,7 +429,7 @@ mod tests {
     }
 
     fn report(region: Region, connections: u32) -> RelayReport {
-        RelayReport { region, connections, relay_sends: 0, wakeups: 1 }
+        RelayReport { connections, wakeups: 1, ..RelayReport::new(region) }
     }
 
     fn drain(core: &mut RoomCore) -> Vec<RoomAction> {
@@ -352,18 +445,26 @@ mod tests {
 
     #[test]
     fn new_room_saves_its_epoch_and_restored_room_does_not() {
-        let mut fresh = RoomCore::new("r", None, "e1".into());
+        let mut fresh = RoomCore::new("r", None, "e1".into(), Retention::default());
         assert_eq!(drain(&mut fresh), vec![RoomAction::SaveMeta { epoch: "e1".into(), seq: 0 }]);
-        let restored = Restored { epoch: "e0".into(), seq: 41, relays: vec![(Region::Weur, 2)] };
-        let mut old = RoomCore::new("r", Some(restored), "e2".into());
+        let restored = Restored {
+            epoch: "e0".into(),
+            seq: 41,
+            relays: vec![(Region::Weur, 2)],
+            index: vec![(41, 1)],
+            mids: vec![("m".into(), 41, 1)],
+        };
+        let mut old = RoomCore::new("r", Some(restored), "e2".into(), Retention::default());
         assert!(drain(&mut old).is_empty());
+        let dup = LinkPub { mid: Some("m".into()), ..pub_("9") };
+        assert_eq!(old.publish(2, dup), PubOutcome { seq: Some(41), ts: 1 }, "mid remembered across restart");
         assert_eq!((old.epoch(), old.seq()), ("e0", 41));
         assert_eq!(old.publish(5, pub_("1")).seq, Some(42));
     }
 
     #[test]
     fn one_delivery_per_relay_and_batches_while_in_flight() {
-        let mut core = RoomCore::new("r", None, "e".into());
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
         drain(&mut core);
         core.report(report(Region::Weur, 3));
         core.report(report(Region::Apac, 1));
@@ -395,7 +496,7 @@ mod tests {
 
     #[test]
     fn ephemeral_messages_are_delivered_not_stored() {
-        let mut core = RoomCore::new("r", None, "e".into());
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
         core.report(report(Region::Oc, 1));
         drain(&mut core);
         let mut p = pub_("{}");
@@ -411,7 +512,7 @@ mod tests {
 
     #[test]
     fn failed_delivery_is_retried_then_the_relay_dropped() {
-        let mut core = RoomCore::new("r", None, "e".into());
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
         core.report(report(Region::Me, 1));
         core.publish(1, pub_("1"));
         drain(&mut core);
@@ -428,7 +529,7 @@ mod tests {
 
     #[test]
     fn relay_with_no_connections_is_forgotten_once_drained() {
-        let mut core = RoomCore::new("r", None, "e".into());
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
         core.report(report(Region::Sam, 1));
         core.publish(1, pub_("1"));
         drain(&mut core);
@@ -440,7 +541,7 @@ mod tests {
 
     #[test]
     fn big_bursts_split_into_bounded_batches() {
-        let mut core = RoomCore::new("r", None, "e".into());
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
         core.report(report(Region::Afr, 1));
         for i in 0..(MAX_BATCH_MESSAGES + 10) {
             core.publish(1, pub_(&i.to_string()));
@@ -456,7 +557,7 @@ mod tests {
 
     #[test]
     fn join_reply_says_what_is_still_in_flight() {
-        let mut core = RoomCore::new("r", None, "e".into());
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
         core.report(report(Region::Weur, 1));
         core.publish(1, pub_("1"));
         drain(&mut core);
@@ -469,11 +570,79 @@ mod tests {
         assert_eq!(core.report(report(Region::Apac, 1)).delivered, 2, "a new relay starts level");
     }
 
+    fn stored(actions: &[RoomAction]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| if let RoomAction::Store(m) = a { m.seq } else { None })
+            .collect()
+    }
+
+    #[test]
+    fn duplicate_mid_is_answered_with_the_original_seq() {
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
+        core.report(report(Region::Weur, 1));
+        drain(&mut core);
+        let first = core.publish(10, LinkPub { mid: Some("x".into()), ..pub_("1") });
+        let acts = drain(&mut core);
+        assert_eq!(stored(&acts), vec![1]);
+        let again = core.publish(20, LinkPub { mid: Some("x".into()), ..pub_("2") });
+        assert_eq!(again, first);
+        assert!(drain(&mut core).is_empty(), "not stored or delivered again");
+        let window = Retention::default().dedup_window_ms;
+        let late = core.publish(10 + window, LinkPub { mid: Some("x".into()), ..pub_("3") });
+        assert_eq!(late.seq, Some(2), "outside the window it is a new message");
+    }
+
+    #[test]
+    fn alarm_prunes_and_reschedules() {
+        let retention = Retention { max_messages: 2, ttl_ms: 10_000, dedup_window_ms: 0 };
+        let mut core = RoomCore::new("r", None, "e".into(), retention);
+        drain(&mut core);
+        core.publish(1_000, pub_("1"));
+        let acts = drain(&mut core);
+        assert!(acts.contains(&RoomAction::SetAlarm(11_000)), "{acts:?}");
+        for i in 0..2 {
+            core.publish(2_000 + i, pub_("0"));
+        }
+        assert!(!drain(&mut core).iter().any(|a| matches!(a, RoomAction::SetAlarm(_))), "already set");
+        core.publish(2_002, pub_("0"));
+        assert!(drain(&mut core).contains(&RoomAction::SetAlarm(2_002)), "over the count bound: due now");
+        assert_eq!(core.read(2_500, 0, 100), ReadPlan { after: 2, upto: 4, limit: 100 });
+        assert!(core.recoverable(2_500, "e", 2));
+        assert!(!core.recoverable(2_500, "e", 1));
+        assert!(!core.recoverable(2_500, "other", 3));
+        core.alarm(3_000);
+        let acts = drain(&mut core);
+        assert!(acts.contains(&RoomAction::Prune(Prune { upto_seq: 2, mids_before_ts: 3_000 })), "{acts:?}");
+        assert!(acts.contains(&RoomAction::SetAlarm(12_001)), "{acts:?}");
+    }
+
+    #[test]
+    fn erase_starts_a_new_epoch_and_resets_relays() {
+        let mut core = RoomCore::new("r", None, "e1".into(), Retention::default());
+        core.report(report(Region::Apac, 2));
+        core.publish(1, pub_("1"));
+        drain(&mut core);
+        core.delivered(Region::Apac, Ok(report(Region::Apac, 2)));
+        let reply = core.erase("e2".into());
+        assert_eq!((reply.epoch.as_str(), reply.seq), ("e2", 1));
+        let acts = drain(&mut core);
+        assert_eq!(acts[0], RoomAction::EraseAll);
+        assert_eq!(acts[1], RoomAction::SaveMeta { epoch: "e2".into(), seq: 1 });
+        let d = deliveries(&acts)[0];
+        assert_eq!(d.epoch, "e2");
+        let v: serde_json::Value = serde_json::from_str(&d.frame).unwrap();
+        assert_eq!(v, serde_json::json!({"t":"reset","epoch":"e2","seq":1}));
+        assert_eq!(core.publish(2, pub_("2")).seq, Some(2), "seq is never reused");
+        assert!(!core.recoverable(3, "e1", 1));
+        assert!(core.recoverable(3, "e2", 1));
+    }
+
     #[test]
     fn stats_sum_relays() {
-        let mut core = RoomCore::new("r", None, "e".into());
-        core.report(RelayReport { region: Region::Weur, connections: 2, relay_sends: 5, wakeups: 2 });
-        core.report(RelayReport { region: Region::Enam, connections: 3, relay_sends: 7, wakeups: 1 });
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
+        core.report(RelayReport { connections: 2, relay_sends: 5, wakeups: 2, ..RelayReport::new(Region::Weur) });
+        core.report(RelayReport { connections: 3, relay_sends: 7, wakeups: 1, ..RelayReport::new(Region::Enam) });
         let s = core.stats(4);
         assert_eq!((s.connections, s.relay_sends, s.wakeups.room), (5, 12, 4));
         assert_eq!(s.wakeups.relays[&Region::Weur], 2);

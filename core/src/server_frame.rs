@@ -80,8 +80,9 @@ pub fn batch_frame<S: AsRef<str>>(frames: &[S]) -> String {
     }
 }
 
-/// The first frame on every connection.
-pub fn welcome_frame(room: &str, conn: &str, region: &str, epoch: &str, seq: u64) -> String {
+/// The first frame on every connection. `recovered` is present only when
+/// the client asked to resume (`?since=&epoch=`).
+pub fn welcome_frame(room: &str, conn: &str, region: &str, epoch: &str, seq: u64, recovered: Option<bool>) -> String {
     #[derive(Serialize)]
     struct Welcome<'a> {
         t: &'static str,
@@ -90,15 +91,33 @@ pub fn welcome_frame(room: &str, conn: &str, region: &str, epoch: &str, seq: u64
         region: &'a str,
         epoch: &'a str,
         seq: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     }
-    to_json(&Welcome {
-        t: "welcome",
-        room,
-        conn,
-        region,
-        epoch,
-        seq,
-    })
+    to_json(&Welcome { t: "welcome", room, conn, region, epoch, seq, recovered })
+}
+
+/// A history read's answer, `{"epoch":E,"messages":[msg…],"more":bool}`,
+/// or with `"t":"history","id":I` first when it answers a socket frame.
+pub fn history_frame(id: Option<Option<&RawValue>>, epoch: &str, messages: &[Message], more: bool) -> String {
+    let frames: Vec<String> = messages.iter().map(Message::to_frame).collect();
+    let list = format!("[{}]", frames.join(","));
+    let head = match id {
+        None => String::from("{"),
+        Some(id) => format!(r#"{{"t":"history","id":{},"#, id.map_or("null", RawValue::get)),
+    };
+    format!(r#"{head}"epoch":{},"messages":{list},"more":{more}}}"#, to_json(&epoch))
+}
+
+/// Tells clients the room's history was erased: a new epoch starts at `seq`.
+pub fn reset_frame(epoch: &str, seq: u64) -> String {
+    #[derive(Serialize)]
+    struct Reset<'a> {
+        t: &'static str,
+        epoch: &'a str,
+        seq: u64,
+    }
+    to_json(&Reset { t: "reset", epoch, seq })
 }
 
 /// The reply to a `pub` that carried an `id`; no `seq` for ephemeral ones.
@@ -164,9 +183,20 @@ mod tests {
     #[test]
     fn control_frames() {
         assert_eq!(
-            parse(&welcome_frame("r", "c", "weur", "e1", 0)),
+            parse(&welcome_frame("r", "c", "weur", "e1", 0, None)),
             json!({"t":"welcome","room":"r","conn":"c","region":"weur","epoch":"e1","seq":0})
         );
+        assert_eq!(parse(&welcome_frame("r", "c", "oc", "e", 3, Some(false)))["recovered"], false);
+        let m = Message { seq: Some(1), ts: 2, from: None, mid: None, data: raw("[1]") };
+        assert_eq!(
+            parse(&history_frame(None, "e\"1", &[m.clone()], true)),
+            json!({"epoch":"e\"1","messages":[{"t":"msg","seq":1,"ts":2,"data":[1],"from":null}],"more":true})
+        );
+        assert_eq!(
+            parse(&history_frame(Some(Some(&raw("7"))), "e", &[], false)),
+            json!({"t":"history","id":7,"epoch":"e","messages":[],"more":false})
+        );
+        assert_eq!(parse(&history_frame(Some(None), "e", &[], false))["id"], json!(null));
         assert_eq!(parse(&ack_frame(&raw("\"q\""), Some(4))), json!({"t":"ack","id":"q","seq":4}));
         assert_eq!(parse(&ack_frame(&raw("1"), None)), json!({"t":"ack","id":1}));
         let rej = Rejection::new(ErrorCode::TooLarge, "big");

@@ -23,7 +23,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
             prop::collection::btree_map(
                 prop_oneof![Just("t".to_string()), Just("data".to_string()), Just("id".to_string()),
-                            Just("mid".to_string()), Just("ephemeral".to_string()), ".{0,8}"],
+                            Just("mid".to_string()), Just("ephemeral".to_string()),
+                            Just("since".to_string()), Just("limit".to_string()), ".{0,8}"],
                 inner,
                 0..6
             )
@@ -39,6 +40,9 @@ fn check(text: &str) {
             assert!(text.len() <= MAX);
             // What was accepted is valid JSON that re-parses.
             serde_json::from_str::<Value>(p.data.get()).unwrap();
+        }
+        Ok(ClientFrame::History(h)) => {
+            assert!(h.limit >= 1 && h.limit <= herald_core::client_frame::MAX_HISTORY_LIMIT);
         }
         Err(e) => {
             assert!(matches!(e.rejection.code, ErrorCode::BadFrame | ErrorCode::TooLarge));

@@ -33,7 +33,7 @@ proptest! {
 
     #[test]
     fn room_survives_any_event_order(events in prop::collection::vec(arb_event(), 0..200)) {
-        let mut room = RoomCore::new("r", None, "e".into());
+        let mut room = RoomCore::new("r", None, "e".into(), herald_core::config::Retention::default());
         let mut last_seq = 0u64;
         let mut in_flight = std::collections::BTreeSet::new();
         for (now, ev) in events.into_iter().enumerate() {
@@ -48,18 +48,18 @@ proptest! {
                 }
                 Event::Report { region, connections } => {
                     let region = Region::ALL[region];
-                    let reply = room.report(RelayReport { region, connections, relay_sends: 0, wakeups: 1 });
+                    let reply = room.report(RelayReport { connections, wakeups: 1, ..RelayReport::new(region) });
                     prop_assert_eq!(reply.seq, last_seq);
                     prop_assert!(reply.delivered <= reply.seq);
                 }
                 Event::Delivered { region, ok } => {
                     let region = Region::ALL[region];
                     if in_flight.remove(&region) {
-                        let report = RelayReport { region, connections: 1, relay_sends: 0, wakeups: 1 };
+                        let report = RelayReport { connections: 1, wakeups: 1, ..RelayReport::new(region) };
                         room.delivered(region, if ok { Ok(report) } else { Err(()) });
                     } else {
                         // A stray result for a relay with nothing in flight is ignored.
-                        room.delivered(region, Ok(RelayReport { region, connections: 1, relay_sends: 0, wakeups: 1 }));
+                        room.delivered(region, Ok(RelayReport { connections: 1, wakeups: 1, ..RelayReport::new(region) }));
                     }
                 }
             }
@@ -81,7 +81,7 @@ proptest! {
         start in 0..50u64,
         deliveries in prop::collection::vec((0..80u64, 0..5u64, any::<bool>()), 0..100)
     ) {
-        let mut relay = RelayCore::new("r", Region::Weur, 1, "n".into());
+        let mut relay: RelayCore = RelayCore::new("r", Region::Weur, 1, "n".into());
         relay.joined(JoinReply { epoch: "e".into(), seq: start, delivered: start }, 0);
         let mut cursor = start;
         for (first, len, eph_only) in deliveries {

@@ -68,3 +68,8 @@ pub fn cf_location(req: &worker::Request) -> (Option<String>, Option<String>, Op
     };
     (field("continent").as_string(), field("country").as_string(), longitude)
 }
+
+/// Percent-encodes a query value (epochs are plain, but never trust that).
+pub fn url_encode(s: &str) -> String {
+    js_sys::encode_uri_component(s).as_string().unwrap_or_default()
+}

@@ -7,7 +7,7 @@
 use super::http::{call_json, header, internal_request, json};
 use super::{js, wakeups};
 use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishReply};
-use herald_core::relay::{trim_frame, DeliveryPlan, RelayCore};
+use herald_core::relay::{trim_frame, DeliveryPlan, RelayCore, Resume};
 use herald_core::server_frame::{ack_frame, err_frame};
 use herald_core::single_flight::{Pushed, SingleFlight};
 use herald_core::{parse_client_frame, ClientFrame, Config, ErrorCode, Region, Rejection};
@@ -59,7 +59,7 @@ struct RelayInner {
     env: Env,
     wakeups: u64,
     config: std::result::Result<Config, String>,
-    core: RefCell<Option<RelayCore>>,
+    core: RefCell<Option<RelayCore<JsValue>>>,
     publishes: RefCell<SingleFlight<PendingPub>>,
 }
 
@@ -152,7 +152,7 @@ impl RelayInner {
         Ok(())
     }
 
-    fn with_core<T>(&self, f: impl FnOnce(&mut RelayCore) -> T) -> Result<T> {
+    fn with_core<T>(&self, f: impl FnOnce(&mut RelayCore<JsValue>) -> T) -> Result<T> {
         let mut guard = self.core.borrow_mut();
         let core = guard.as_mut().ok_or_else(|| worker::Error::RustError("relay core not loaded".into()))?;
         Ok(f(core))
@@ -176,6 +176,7 @@ impl RelayInner {
     /// send the welcome, then tell the Room the new count.
     async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
         self.ensure_core(Some(req))?;
+        let resume = resume_request(req)?;
         let open = self.open_connections();
         if self.with_core(|c| c.needs_join(open))? {
             let report = self.with_core(|c| c.join_report(open))?;
@@ -183,15 +184,90 @@ impl RelayInner {
             let reply: JoinReply = call_json(&self.room_stub()?, path::REPORT, &[(link::HDR_ROOM, &room)], &report).await?;
             self.with_core(|c| c.joined(reply, open))?;
         }
-        let Some((conn, welcome)) = self.with_core(RelayCore::admit)? else {
+        let (recovered, replay) = match resume {
+            None => (None, Vec::new()),
+            Some((since, epoch)) => {
+                let (recovered, replay, used_room) = self.collect_resume(since, &epoch).await?;
+                self.with_core(|c| c.resumed(recovered, used_room))?;
+                (Some(recovered), replay)
+            }
+        };
+        // From here to the end nothing awaits: the welcome's seq, the replay
+        // and the socket joining the fan-out happen at one point in the stream.
+        let Some((conn, welcome)) = self.with_core(|c| c.admit(recovered))? else {
             return Err(worker::Error::RustError("relay has not joined".into()));
         };
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
         pair.server.serialize_attachment(Attachment { herald: ATTACHMENT_VERSION, conn, from: None })?;
         pair.server.send_with_str(&welcome)?;
+        for frame in &replay {
+            js::send_shared(&pair.server, frame);
+        }
         self.schedule_report();
         Response::from_websocket(pair.client)
+    }
+
+    /// The frames that bring a client who saw up to `since` in `epoch` level
+    /// with this relay's cursor, from the relay's window where it reaches and
+    /// from the Room's storage where it does not. Returns (recovered, frames,
+    /// whether the Room was read). Ephemeral messages are not replayed.
+    async fn collect_resume(&self, since: u64, epoch: &str) -> Result<(bool, Vec<JsValue>, bool)> {
+        let mut frames = Vec::new();
+        let mut used_room = false;
+        let mut after = since;
+        // Each Room read covers up to the cursor at the time; deliveries that
+        // land meanwhile are in the window, so this ends in a step or two.
+        for _ in 0..8 {
+            match self.with_core(|c| c.plan_resume(epoch, after))? {
+                Resume::NotRecoverable => return Ok((false, Vec::new(), used_room)),
+                Resume::Frames(window) => {
+                    for (frame, trim) in window {
+                        let kept = frame.as_string().and_then(|f| trim_frame(&f, trim.unwrap_or(0), false));
+                        if let Some(kept) = kept {
+                            frames.push(JsValue::from_str(&kept));
+                        }
+                    }
+                    return Ok((true, frames, used_room));
+                }
+                Resume::FromRoom { after: from, upto } => {
+                    used_room = true;
+                    let (recovered, frame, last) = self.read_range(from, upto, Some(epoch)).await?;
+                    if !recovered {
+                        return Ok((false, Vec::new(), used_room));
+                    }
+                    if let Some(frame) = frame {
+                        frames.push(frame);
+                    }
+                    if last <= after {
+                        return Ok((false, Vec::new(), used_room));
+                    }
+                    after = last;
+                }
+            }
+        }
+        Ok((false, Vec::new(), used_room))
+    }
+
+    /// Reads stored messages `after < seq <= upto` from the Room. With an
+    /// epoch, the Room also says whether that is the complete range for a
+    /// client of that epoch. Returns (complete, frame, last seq read).
+    async fn read_range(&self, after: u64, upto: u64, epoch: Option<&str>) -> Result<(bool, Option<JsValue>, u64)> {
+        let room = self.room_header()?;
+        let mut url = format!("{}?after={after}&upto={upto}", path::RANGE);
+        if let Some(epoch) = epoch {
+            url.push_str("&epoch=");
+            url.push_str(&js::url_encode(epoch));
+        }
+        let req = internal_request(Method::Get, &url, &[(link::HDR_ROOM, &room)], None)?;
+        let mut resp = self.room_stub()?.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("range read answered {}", resp.status_code())));
+        }
+        let recovered = resp.headers().get(link::HDR_RECOVERED)?.as_deref() == Some("1");
+        let last = resp.headers().get(link::HDR_LAST)?.and_then(|v| v.parse().ok()).unwrap_or(after);
+        let text = resp.text().await?;
+        Ok((recovered, (!text.is_empty()).then(|| JsValue::from_str(&text)), last))
     }
 
     /// A delivery from the Room: fan the frame out (repairing or trimming by
@@ -206,16 +282,29 @@ impl RelayInner {
         // The body stays a JS string: it is sent to every socket as is.
         let body = JsFuture::from(req.inner().text().map_err(worker::Error::from)?).await.map_err(worker::Error::from)?;
         match self.with_core(|c| c.plan_delivery(&epoch, first, last))? {
-            DeliveryPlan::Forward => self.fan_out(&body),
+            DeliveryPlan::Forward => {
+                self.fan_out(&body);
+                self.keep(first, last, &body)?;
+            }
             DeliveryPlan::Skip => {}
             DeliveryPlan::Trim { after } => {
-                if let Some(kept) = body.as_string().and_then(|f| trim_frame(&f, after)) {
-                    self.fan_out(&JsValue::from_str(&kept));
+                if let Some(kept) = body.as_string().and_then(|f| trim_frame(&f, after, true)) {
+                    let kept = JsValue::from_str(&kept);
+                    self.fan_out(&kept);
+                    self.keep(Some(after + 1), last, &kept)?;
                 }
             }
             DeliveryPlan::Repair { after, upto } => {
-                self.repair(after, upto).await;
+                match self.read_range(after, upto, None).await {
+                    Ok((_, Some(frame), read_upto)) => {
+                        self.fan_out(&frame);
+                        self.keep(Some(after + 1), Some(read_upto), &frame)?;
+                    }
+                    Ok((_, None, _)) => console_error!("relay: repair {after}..{upto} found nothing"),
+                    Err(e) => console_error!("relay: repair {after}..{upto} failed: {e}"),
+                }
                 self.fan_out(&body);
+                self.keep(first, last, &body)?;
                 if let Some(last) = last {
                     self.with_core(|c| c.repaired(last))?;
                 }
@@ -225,21 +314,12 @@ impl RelayInner {
         json(&self.with_core(|c| c.report(open))?)
     }
 
-    /// Fetches a missed range from the Room's storage and fans it out.
-    async fn repair(&self, after: u64, upto: u64) {
-        let fetched = async {
-            let room = self.room_header()?;
-            let url = format!("{}?after={after}&upto={upto}", path::RANGE);
-            let req = internal_request(Method::Get, &url, &[(link::HDR_ROOM, &room)], None)?;
-            let mut resp = self.room_stub()?.fetch_with_request(req).await?;
-            resp.text().await
+    /// Keeps a fanned-out frame of stored seqs for resuming clients.
+    fn keep(&self, first: Option<u64>, last: Option<u64>, frame: &JsValue) -> Result<()> {
+        if let (Some(first), Some(last)) = (first, last) {
+            self.with_core(|c| c.fanned_out(first, last, frame.clone()))?;
         }
-        .await;
-        match fetched {
-            Ok(frame) if !frame.is_empty() => self.fan_out(&JsValue::from_str(&frame)),
-            Ok(_) => console_error!("relay: repair {after}..{upto} found nothing"),
-            Err(e) => console_error!("relay: repair {after}..{upto} failed: {e}"),
-        }
+        Ok(())
     }
 
     /// One JS string to every socket.
@@ -265,6 +345,12 @@ impl RelayInner {
             Ok(ClientFrame::Ping) => {
                 let _ = ws.send_with_str("pong");
             }
+            Ok(ClientFrame::History(q)) => {
+                if let Err(e) = self.history(&ws, q.id, q.since, q.limit).await {
+                    console_error!("relay: history: {e}");
+                    self.refuse(&ws, q.id, Rejection::new(ErrorCode::Internal, "history read failed; retry"));
+                }
+            }
             Ok(ClientFrame::Pub(p)) => {
                 let from = attachment(&ws).and_then(|a| a.from);
                 let pending = PendingPub {
@@ -281,6 +367,21 @@ impl RelayInner {
             }
             Err(e) => self.refuse(&ws, e.id, e.rejection),
         }
+    }
+
+    /// Answers a `history` frame with the Room's stored messages.
+    async fn history(&self, ws: &WebSocket, id: Option<&RawValue>, since: u64, limit: u64) -> Result<()> {
+        let room = self.room_header()?;
+        let url = format!("{}?since={since}&limit={limit}", path::HISTORY);
+        let id = id.map_or("null", RawValue::get);
+        let headers = [(link::HDR_ROOM, room.as_str()), ("x-herald-framed", "1"), ("x-herald-id", id)];
+        let req = internal_request(Method::Get, &url, &headers, None)?;
+        let mut resp = self.room_stub()?.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("history answered {}", resp.status_code())));
+        }
+        ws.send_with_str(resp.text().await?)?;
+        Ok(())
     }
 
     /// Sends an `err` frame, and closes the socket if it has sent too many bad
@@ -371,6 +472,21 @@ impl RelayInner {
             }
         });
     }
+}
+
+/// `?since=N&epoch=E` as the router forwarded it (already validated).
+fn resume_request(req: &Request) -> Result<Option<(u64, String)>> {
+    let url = req.url()?;
+    let mut since = None;
+    let mut epoch = None;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "since" => since = v.parse::<u64>().ok(),
+            "epoch" => epoch = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Ok(since.zip(epoch))
 }
 
 fn attachment(ws: &WebSocket) -> Option<Attachment> {

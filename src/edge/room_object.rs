@@ -6,8 +6,8 @@ use super::http::{header, internal_request, json, json_text, read_json, reject};
 use super::{js, storage, wakeups};
 use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport};
 use herald_core::room::{Delivery, RoomAction, RoomCore};
-use herald_core::server_frame::{batch_frame, Message};
-use herald_core::{ErrorCode, Rejection};
+use herald_core::server_frame::{batch_frame, history_frame, Message};
+use herald_core::{Config, ErrorCode, Rejection};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,7 +17,7 @@ use worker::{console_error, durable_object, DurableObject, Env, Method, Request,
 /// Longest range a relay may ask for in one gap repair.
 const MAX_RANGE: u64 = 1000;
 
-#[durable_object(fetch)]
+#[durable_object(alarm)]
 pub struct Room {
     inner: Rc<RoomInner>,
 }
@@ -26,13 +26,26 @@ struct RoomInner {
     state: State,
     env: Env,
     wakeups: u64,
+    config: std::result::Result<Config, String>,
     core: RefCell<Option<RoomCore>>,
 }
 
 impl DurableObject for Room {
     fn new(state: State, env: Env) -> Self {
         let wakeups = wakeups::constructed(&state.id().to_string());
-        Room { inner: Rc::new(RoomInner { state, env, wakeups, core: RefCell::new(None) }) }
+        let config = Config::from_vars(|k| env.var(k).ok().map(|v| v.to_string())).map_err(|e| e.to_string());
+        Room { inner: Rc::new(RoomInner { state, env, wakeups, config, core: RefCell::new(None) }) }
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let inner = Rc::clone(&self.inner);
+        if let Err(e) = inner.ensure_core(None).and_then(|()| {
+            inner.with_core(|c| c.alarm(js::now_ms()))?;
+            inner.pump()
+        }) {
+            console_error!("room: alarm: {e}");
+        }
+        Response::empty()
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -51,21 +64,30 @@ impl DurableObject for Room {
 struct RangeQuery {
     after: u64,
     upto: u64,
+    epoch: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    since: u64,
+    limit: u64,
 }
 
 impl RoomInner {
     /// Loads the core from storage on first use. The room name comes from
     /// the caller's header because it is needed before anything else.
-    fn ensure_core(&self, req: &Request) -> Result<()> {
+    fn ensure_core(&self, req: Option<&Request>) -> Result<()> {
         if self.core.borrow().is_some() {
             return Ok(());
         }
-        let room = match self.state.id().name() {
-            Some(name) => name,
-            None => header(req, link::HDR_ROOM)?,
+        let room = match (self.state.id().name(), req) {
+            (Some(name), _) => name,
+            (None, Some(req)) => header(req, link::HDR_ROOM)?,
+            (None, None) => return Err(worker::Error::RustError("room does not know its name".into())),
         };
+        let retention = self.config.as_ref().map_err(|e| worker::Error::RustError(e.clone()))?.retention();
         let restored = storage::load(&self.state.storage().sql())?;
-        let core = RoomCore::new(room, restored, js::random_tag(12));
+        let core = RoomCore::new(room, restored, js::random_tag(12), retention);
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }
@@ -79,7 +101,7 @@ impl RoomInner {
     }
 
     async fn route(self: Rc<Self>, mut req: Request) -> Result<Response> {
-        self.ensure_core(&req)?;
+        self.ensure_core(Some(&req))?;
         let result = match req.path().as_str() {
             path::REPORT => {
                 let report: RelayReport = read_json(&mut req).await?;
@@ -107,12 +129,43 @@ impl RoomInner {
                 json(&serde_json::json!({"seq": outcome.seq, "epoch": epoch, "ts": outcome.ts}))
             }
             path::RANGE => {
+                // Gap repair (no epoch) and resume (with the client's epoch).
                 let q: RangeQuery = req.query()?;
+                let now = js::now_ms();
+                let recovered = match &q.epoch {
+                    Some(epoch) => self.with_core(|c| c.recoverable(now, epoch, q.after))?,
+                    None => true,
+                };
                 let upto = q.upto.min(q.after.saturating_add(MAX_RANGE));
-                let messages = storage::range(&self.state.storage().sql(), q.after, upto, MAX_RANGE)?;
+                let messages = if recovered {
+                    storage::range(&self.state.storage().sql(), q.after, upto, MAX_RANGE)?
+                } else {
+                    Vec::new()
+                };
                 let frames: Vec<String> = messages.iter().map(Message::to_frame).collect();
                 let body = if frames.is_empty() { String::new() } else { batch_frame(&frames) };
-                json_text(body, 200)
+                let last = messages.last().and_then(|m| m.seq).unwrap_or(q.after);
+                let resp = json_text(body, 200)?;
+                resp.headers().set(link::HDR_RECOVERED, if recovered { "1" } else { "0" })?;
+                resp.headers().set(link::HDR_LAST, &last.to_string())?;
+                Ok(resp)
+            }
+            path::HISTORY => {
+                let q: HistoryParams = req.query()?;
+                let plan = self.with_core(|c| c.read(js::now_ms(), q.since, q.limit))?;
+                let mut messages = storage::range(&self.state.storage().sql(), plan.after, plan.upto, plan.limit + 1)?;
+                let more = messages.len() as u64 > plan.limit;
+                messages.truncate(plan.limit as usize);
+                let epoch = self.with_core(|c| c.epoch().to_owned())?;
+                let id = req.headers().get("x-herald-id")?;
+                let id_raw = id.as_deref().and_then(|t| serde_json::value::RawValue::from_string(t.to_owned()).ok());
+                let framed = req.headers().has("x-herald-framed")?;
+                let head = framed.then_some(id_raw.as_deref());
+                json_text(history_frame(head, &epoch, &messages, more), 200)
+            }
+            path::ERASE => {
+                let reply = self.with_core(|c| c.erase(js::random_tag(12)))?;
+                json(&serde_json::json!({"epoch": reply.epoch, "seq": reply.seq}))
             }
             path::STATS => {
                 let stats = self.with_core(|c| c.stats(self.wakeups))?;
@@ -139,6 +192,17 @@ impl RoomInner {
                 RoomAction::SaveMeta { epoch, seq } => storage::save_meta(&sql, &epoch, seq)?,
                 RoomAction::Store(message) => storage::store_message(&sql, &message)?,
                 RoomAction::SaveRelays(table) => storage::save_relays(&sql, &table)?,
+                RoomAction::Prune(p) => storage::prune(&sql, &p)?,
+                RoomAction::EraseAll => storage::erase_all(&sql)?,
+                RoomAction::SetAlarm(at) => {
+                    let storage = self.state.storage();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let when = worker::ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(at as f64)));
+                        if let Err(e) = storage.set_alarm(when).await {
+                            console_error!("room: set alarm: {e}");
+                        }
+                    });
+                }
                 RoomAction::Deliver(delivery) => {
                     let this = Rc::clone(self);
                     wasm_bindgen_futures::spawn_local(async move { this.deliver(delivery).await });

@@ -5,7 +5,7 @@
 use super::http::{call_json, json, json_text, reject, reject_with};
 use super::{js, relay_object::relay_name};
 use herald_core::link::{self, path, LinkPub};
-use herald_core::{parse_http_publish, validate_room, Config, ErrorCode, Region, Rejection};
+use herald_core::{parse_history_bounds, parse_http_publish, validate_room, Config, ErrorCode, Region, Rejection};
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
 const DEMO_PAGE: &str = include_str!("demo.html");
@@ -29,6 +29,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             match (req.method(), rest) {
                 (Method::Get, ["ws"]) => connect(req, &env, &config, &room).await,
                 (Method::Post, ["messages"]) => publish(req, &env, &config, &room).await,
+                (Method::Get, ["messages"]) => history(&req, &env, &room).await,
+                (Method::Delete, ["messages"]) => erase(&env, &room).await,
                 (Method::Get, ["stats"]) => stats(&env, &room).await,
                 (_, ["ws"] | ["messages"] | ["stats"]) => {
                     reject_with(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")
@@ -97,8 +99,51 @@ async fn connect(req: Request, env: &Env, config: &Config, room: &str) -> Result
     headers.set(link::HDR_REGION, region.as_str())?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
-    let forwarded = Request::new_with_init(&super::http::internal_url(path::CONNECT), &init)?;
+    let target = match resume_query(&req) {
+        Ok(Some((since, epoch))) => format!("{}?since={since}&epoch={}", path::CONNECT, js::url_encode(&epoch)),
+        Ok(None) => path::CONNECT.to_owned(),
+        Err(r) => return reject(&r),
+    };
+    let forwarded = Request::new_with_init(&super::http::internal_url(&target), &init)?;
     stub.fetch_with_request(forwarded).await
+}
+
+/// `?since=N&epoch=E` on a connect: both or neither.
+fn resume_query(req: &Request) -> std::result::Result<Option<(u64, String)>, Rejection> {
+    let url = req.url().map_err(|_| Rejection::new(ErrorCode::BadFrame, "bad URL"))?;
+    let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    match (get("since"), get("epoch")) {
+        (None, None) => Ok(None),
+        (Some(since), Some(epoch)) if !epoch.is_empty() && epoch.len() <= 64 => {
+            let since = since
+                .parse::<u64>()
+                .map_err(|_| Rejection::new(ErrorCode::BadFrame, "since must be a whole number >= 0"))?;
+            Ok(Some((since, epoch)))
+        }
+        _ => Err(Rejection::new(
+            ErrorCode::BadFrame,
+            "resume with both since=<last seq seen> and epoch=<epoch from the welcome>",
+        )),
+    }
+}
+
+async fn history(req: &Request, env: &Env, room: &str) -> Result<Response> {
+    let url = req.url()?;
+    let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let (since, limit) = match parse_history_bounds(get("since").as_deref(), get("limit").as_deref()) {
+        Ok(b) => b,
+        Err(r) => return reject(&r),
+    };
+    let stub = env.durable_object("ROOM")?.get_by_name(room)?;
+    let target = format!("{}?since={since}&limit={limit}", path::HISTORY);
+    let req = super::http::internal_request(Method::Get, &target, &[(link::HDR_ROOM, room)], None)?;
+    stub.fetch_with_request(req).await
+}
+
+async fn erase(env: &Env, room: &str) -> Result<Response> {
+    let stub = env.durable_object("ROOM")?.get_by_name(room)?;
+    let req = super::http::internal_request(Method::Post, path::ERASE, &[(link::HDR_ROOM, room)], None)?;
+    stub.fetch_with_request(req).await
 }
 
 async fn publish(mut req: Request, env: &Env, config: &Config, room: &str) -> Result<Response> {

@@ -2,6 +2,7 @@
 //! publish that caused it is answered, and the runtime's output gate holds
 //! the answer until the write is durable.
 
+use herald_core::history::Prune;
 use herald_core::room::Restored;
 use herald_core::server_frame::Message;
 use herald_core::Region;
@@ -13,6 +14,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, sender TEXT, mid TEXT, data TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS relays (region TEXT PRIMARY KEY, connections INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS mids (mid TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
 ];
 
 /// Creates the tables if needed and reads back what the room had.
@@ -43,7 +45,26 @@ pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
         .into_iter()
         .filter_map(|r| Some((Region::parse(&r.region).ok()?, r.connections.max(0.0) as u32)))
         .collect();
-    Ok(Some(Restored { epoch, seq, relays }))
+    #[derive(Deserialize)]
+    struct IndexRow {
+        seq: f64,
+        ts: f64,
+    }
+    let index: Vec<IndexRow> = sql.exec("SELECT seq, ts FROM messages ORDER BY seq", None)?.to_array()?;
+    #[derive(Deserialize)]
+    struct MidRow {
+        mid: String,
+        seq: f64,
+        ts: f64,
+    }
+    let mids: Vec<MidRow> = sql.exec("SELECT mid, seq, ts FROM mids", None)?.to_array()?;
+    Ok(Some(Restored {
+        epoch,
+        seq,
+        relays,
+        index: index.into_iter().map(|r| (r.seq as u64, r.ts as u64)).collect(),
+        mids: mids.into_iter().map(|r| (r.mid, r.seq as u64, r.ts as u64)).collect(),
+    }))
 }
 
 fn put_meta(sql: &SqlStorage, key: &str, value: String) -> Result<()> {
@@ -75,7 +96,27 @@ pub fn store_message(sql: &SqlStorage, m: &Message) -> Result<()> {
         "INSERT OR REPLACE INTO messages (seq, ts, sender, mid, data) VALUES (?, ?, ?, ?, ?)",
         vec![int(seq)?, int(m.ts)?, opt_text(&m.from), opt_text(&m.mid), m.data.get().into()],
     )?;
+    if let Some(mid) = &m.mid {
+        sql.exec(
+            "INSERT OR REPLACE INTO mids (mid, seq, ts) VALUES (?, ?, ?)",
+            vec![mid.as_str().into(), int(seq)?, int(m.ts)?],
+        )?;
+    }
     put_meta(sql, "seq", seq.to_string())
+}
+
+/// Deletes what retention no longer allows.
+pub fn prune(sql: &SqlStorage, p: &Prune) -> Result<()> {
+    sql.exec("DELETE FROM messages WHERE seq <= ?", vec![int(p.upto_seq)?])?;
+    sql.exec("DELETE FROM mids WHERE ts < ?", vec![int(p.mids_before_ts)?])?;
+    Ok(())
+}
+
+/// Erasure: every stored message and remembered mid.
+pub fn erase_all(sql: &SqlStorage) -> Result<()> {
+    sql.exec("DELETE FROM messages", None)?;
+    sql.exec("DELETE FROM mids", None)?;
+    Ok(())
 }
 
 pub fn save_relays(sql: &SqlStorage, table: &[(Region, u32)]) -> Result<()> {
