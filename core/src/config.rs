@@ -23,6 +23,8 @@ pub struct Config {
     pub history_ttl_s: u64,
     /// `HERALD_DEDUP_WINDOW_S`: how long a `mid` is remembered, in seconds.
     pub dedup_window_s: u64,
+    /// `HERALD_SSE_HEARTBEAT_S`: seconds between heartbeat comments on SSE.
+    pub sse_heartbeat_s: u64,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             history_max: 1000,
             history_ttl_s: 86_400,
             dedup_window_s: 300,
+            sse_heartbeat_s: 15,
         }
     }
 }
@@ -99,6 +102,7 @@ impl Config {
             history_max: int("HERALD_HISTORY_MAX", 1..=1_000_000, "an integer from 1 to 1000000", d.history_max)?,
             history_ttl_s: int("HERALD_HISTORY_TTL_S", 1..=31_536_000, "seconds, from 1 to 31536000", d.history_ttl_s)?,
             dedup_window_s: int("HERALD_DEDUP_WINDOW_S", 0..=86_400, "seconds, from 0 to 86400", d.dedup_window_s)?,
+            sse_heartbeat_s: int("HERALD_SSE_HEARTBEAT_S", 1..=300, "seconds, from 1 to 300", d.sse_heartbeat_s)?,
         })
     }
 

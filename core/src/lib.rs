@@ -17,6 +17,7 @@ pub mod room;
 pub mod room_name;
 pub mod server_frame;
 pub mod single_flight;
+pub mod sse;
 
 pub use client_frame::{
     parse_client_frame, parse_history_bounds, parse_http_publish, ClientFrame, FrameError, FrameLimits, HistoryQuery,

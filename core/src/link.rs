@@ -27,6 +27,7 @@ pub const HDR_RECOVERED: &str = "x-herald-recovered";
 /// readable.
 pub mod path {
     pub const CONNECT: &str = "/_herald/connect";
+    pub const EVENTS: &str = "/_herald/events";
     pub const REPORT: &str = "/_herald/report";
     pub const PUBLISH: &str = "/_herald/publish";
     pub const HTTP_PUBLISH: &str = "/_herald/http-publish";

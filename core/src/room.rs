@@ -125,6 +125,18 @@ pub struct RoomStats {
     pub primary_sends: u64,
     pub relay_sends: u64,
     pub wakeups: Wakeups,
+    /// Stored message rows not yet deleted by the retention alarm.
+    pub stored: u64,
+    /// Resumes across all relays, as last reported, by how they were served.
+    pub resumes: Resumes,
+}
+
+/// Resume outcomes summed over relays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct Resumes {
+    pub from_relay: u64,
+    pub from_room: u64,
+    pub not_recovered: u64,
 }
 
 /// Constructions of each object in its isolate; a rise after idle time is
@@ -412,6 +424,12 @@ impl RoomCore {
             wakeups: Wakeups {
                 room: room_wakeups,
                 relays: relays.iter().map(|r| (r.region, r.wakeups)).collect(),
+            },
+            stored: self.history.stored() as u64,
+            resumes: Resumes {
+                from_relay: relays.iter().map(|r| r.recovered_from_relay).sum(),
+                from_room: relays.iter().map(|r| r.recovered_from_room).sum(),
+                not_recovered: relays.iter().map(|r| r.not_recovered).sum(),
             },
             relays,
             primary_sends: self.primary_sends,

@@ -13,7 +13,9 @@ use herald_core::single_flight::{Pushed, SingleFlight};
 use herald_core::{parse_client_frame, ClientFrame, Config, ErrorCode, Region, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::cell::RefCell;
+use futures::channel::mpsc::{unbounded, UnboundedSender};
+use herald_core::sse;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::JsFuture;
@@ -61,6 +63,15 @@ struct RelayInner {
     config: std::result::Result<Config, String>,
     core: RefCell<Option<RelayCore<JsValue>>>,
     publishes: RefCell<SingleFlight<PendingPub>>,
+    /// Open SSE streams. Unlike hibernatable sockets these live in memory,
+    /// so an open stream keeps the relay awake.
+    sse: RefCell<Vec<SseClient>>,
+    heartbeat_running: Cell<bool>,
+}
+
+/// One SSE client: the writing end of its response stream.
+struct SseClient {
+    tx: UnboundedSender<std::result::Result<Vec<u8>, worker::Error>>,
 }
 
 /// A publish waiting to be forwarded, with the socket its ack goes to.
@@ -87,6 +98,8 @@ impl DurableObject for Relay {
                 config,
                 core: RefCell::new(None),
                 publishes: RefCell::new(SingleFlight::new(MAX_PENDING_PUBLISHES)),
+                sse: RefCell::new(Vec::new()),
+                heartbeat_running: Cell::new(false),
             }),
         }
     }
@@ -95,6 +108,7 @@ impl DurableObject for Relay {
         let inner = Rc::clone(&self.inner);
         let result = match req.path().as_str() {
             path::CONNECT => inner.connect(&req).await,
+            path::EVENTS => inner.events(&req).await,
             path::DELIVER => inner.deliver(req).await,
             other => Err(worker::Error::RustError(format!("no relay route {other}"))),
         };
@@ -167,14 +181,18 @@ impl RelayInner {
         self.with_core(|c| c.room().to_owned())
     }
 
+    /// Open client sockets plus open SSE streams.
     fn open_connections(&self) -> u32 {
         let open = self.state.get_websockets().iter().filter(|ws| js::is_open(ws)).count();
-        u32::try_from(open).unwrap_or(u32::MAX)
+        u32::try_from(open + self.sse.borrow().len()).unwrap_or(u32::MAX)
     }
 
     /// A client socket: join the Room if needed, accept with hibernation,
     /// send the welcome, then tell the Room the new count.
-    async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
+    /// Joins the Room if needed and gathers what a new client must be sent
+    /// after its welcome: `(recovered, replay frames)`, `recovered` being
+    /// `None` when the client did not ask to resume.
+    async fn prepare_client(&self, req: &Request) -> Result<(Option<bool>, Vec<JsValue>)> {
         self.ensure_core(Some(req))?;
         let resume = resume_request(req)?;
         let open = self.open_connections();
@@ -184,14 +202,18 @@ impl RelayInner {
             let reply: JoinReply = call_json(&self.room_stub()?, path::REPORT, &[(link::HDR_ROOM, &room)], &report).await?;
             self.with_core(|c| c.joined(reply, open))?;
         }
-        let (recovered, replay) = match resume {
-            None => (None, Vec::new()),
+        match resume {
+            None => Ok((None, Vec::new())),
             Some((since, epoch)) => {
                 let (recovered, replay, used_room) = self.collect_resume(since, &epoch).await?;
                 self.with_core(|c| c.resumed(recovered, used_room))?;
-                (Some(recovered), replay)
+                Ok((Some(recovered), replay))
             }
-        };
+        }
+    }
+
+    async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
+        let (recovered, replay) = self.prepare_client(req).await?;
         // From here to the end nothing awaits: the welcome's seq, the replay
         // and the socket joining the fan-out happen at one point in the stream.
         let Some((conn, welcome)) = self.with_core(|c| c.admit(recovered))? else {
@@ -206,6 +228,63 @@ impl RelayInner {
         }
         self.schedule_report();
         Response::from_websocket(pair.client)
+    }
+
+    /// An SSE stream: `welcome`, then `reset` if a resume was refused, the
+    /// replay, and live events.
+    async fn events(self: Rc<Self>, req: &Request) -> Result<Response> {
+        let (recovered, replay) = self.prepare_client(req).await?;
+        let Some((_conn, welcome)) = self.with_core(|c| c.admit(recovered))? else {
+            return Err(worker::Error::RustError("relay has not joined".into()));
+        };
+        let epoch = self.with_core(|c| c.epoch().unwrap_or_default().to_owned())?;
+        let mut head = String::from(sse::RETRY);
+        head.push_str(&sse::event("welcome", &welcome));
+        if recovered == Some(false) {
+            let seq = self.with_core(|c| c.cursor().unwrap_or(0))?;
+            head.push_str(&sse::event("reset", &herald_core::server_frame::reset_frame(&epoch, seq)));
+        }
+        for frame in replay.iter().filter_map(JsValue::as_string) {
+            head.push_str(&sse::delivery_events(&frame, &epoch));
+        }
+        let (tx, rx) = unbounded();
+        tx.unbounded_send(Ok(head.into_bytes())).map_err(|e| worker::Error::RustError(e.to_string()))?;
+        self.sse.borrow_mut().push(SseClient { tx });
+        self.schedule_report();
+        self.start_heartbeat();
+        let headers = worker::Headers::new();
+        headers.set("content-type", "text/event-stream; charset=utf-8")?;
+        headers.set("cache-control", "no-store")?;
+        Ok(Response::from_stream(rx)?.with_headers(headers))
+    }
+
+    /// Writes `bytes` to every SSE client, forgetting the ones that left.
+    fn write_sse(self: &Rc<Self>, bytes: &[u8]) {
+        let before = self.sse.borrow().len();
+        self.sse.borrow_mut().retain(|c| c.tx.unbounded_send(Ok(bytes.to_vec())).is_ok());
+        if self.sse.borrow().len() != before {
+            self.schedule_report();
+        }
+    }
+
+    /// Heartbeat comments while any SSE client is open; the loop ends with
+    /// the last client so an idle relay can still sleep.
+    fn start_heartbeat(self: &Rc<Self>) {
+        if self.heartbeat_running.replace(true) {
+            return;
+        }
+        let secs = self.config().map(|c| c.sse_heartbeat_s).unwrap_or(15);
+        let this = Rc::clone(self);
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                worker::Delay::from(std::time::Duration::from_secs(secs)).await;
+                this.write_sse(sse::HEARTBEAT.as_bytes());
+                if this.sse.borrow().is_empty() {
+                    this.heartbeat_running.set(false);
+                    return;
+                }
+            }
+        });
     }
 
     /// The frames that bring a client who saw up to `since` in `epoch` level
@@ -322,10 +401,16 @@ impl RelayInner {
         Ok(())
     }
 
-    /// One JS string to every socket.
-    fn fan_out(&self, frame: &JsValue) {
+    /// One JS string to every socket, and its events to every SSE stream.
+    fn fan_out(self: &Rc<Self>, frame: &JsValue) {
         let sent = self.state.get_websockets().iter().filter(|ws| js::send_shared(ws, frame)).count();
         let _ = self.with_core(|c| c.sent(sent as u64));
+        if !self.sse.borrow().is_empty() {
+            let epoch = self.with_core(|c| c.epoch().unwrap_or_default().to_owned()).unwrap_or_default();
+            if let Some(text) = frame.as_string() {
+                self.write_sse(sse::delivery_events(&text, &epoch).as_bytes());
+            }
+        }
     }
 
     async fn on_text(self: Rc<Self>, ws: WebSocket, text: &str) {

@@ -28,11 +28,12 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             }
             match (req.method(), rest) {
                 (Method::Get, ["ws"]) => connect(req, &env, &config, &room).await,
+                (Method::Get, ["events"]) => events(req, &env, &config, &room).await,
                 (Method::Post, ["messages"]) => publish(req, &env, &config, &room).await,
                 (Method::Get, ["messages"]) => history(&req, &env, &room).await,
                 (Method::Delete, ["messages"]) => erase(&env, &room).await,
                 (Method::Get, ["stats"]) => stats(&env, &room).await,
-                (_, ["ws"] | ["messages"] | ["stats"]) => {
+                (_, ["ws"] | ["messages"] | ["stats"] | ["events"]) => {
                     reject_with(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")
                 }
                 _ => reject_with(ErrorCode::NotFound, "no such endpoint"),
@@ -83,6 +84,39 @@ async fn connect(req: Request, env: &Env, config: &Config, room: &str) -> Result
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return reject_with(ErrorCode::UpgradeRequired, "this endpoint speaks WebSocket; send Upgrade: websocket");
     }
+    let resume = match resume_query(&req) {
+        Ok(r) => r,
+        Err(r) => return reject(&r),
+    };
+    to_relay(req, env, config, room, path::CONNECT, resume).await
+}
+
+/// SSE: resumes from `?since=&epoch=`, or from the `Last-Event-ID` header a
+/// browser's `EventSource` sends by itself when it reconnects.
+async fn events(req: Request, env: &Env, config: &Config, room: &str) -> Result<Response> {
+    let resume = match resume_query(&req) {
+        Ok(Some(r)) => Some(r),
+        Ok(None) => match req.headers().get("last-event-id")? {
+            None => None,
+            Some(id) => match herald_core::sse::parse_last_event_id(&id) {
+                Some(r) => Some(r),
+                None => return reject_with(ErrorCode::BadFrame, "Last-Event-ID must be <epoch>:<seq>"),
+            },
+        },
+        Err(r) => return reject(&r),
+    };
+    to_relay(req, env, config, room, path::EVENTS, resume).await
+}
+
+/// Forwards a client connection to the relay of its region.
+async fn to_relay(
+    req: Request,
+    env: &Env,
+    config: &Config,
+    room: &str,
+    relay_path: &str,
+    resume: Option<(u64, String)>,
+) -> Result<Response> {
     let region = match pick_region(&req, config) {
         Ok(r) => r,
         Err(r) => return reject(&r),
@@ -99,10 +133,9 @@ async fn connect(req: Request, env: &Env, config: &Config, room: &str) -> Result
     headers.set(link::HDR_REGION, region.as_str())?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
-    let target = match resume_query(&req) {
-        Ok(Some((since, epoch))) => format!("{}?since={since}&epoch={}", path::CONNECT, js::url_encode(&epoch)),
-        Ok(None) => path::CONNECT.to_owned(),
-        Err(r) => return reject(&r),
+    let target = match resume {
+        Some((since, epoch)) => format!("{relay_path}?since={since}&epoch={}", js::url_encode(&epoch)),
+        None => relay_path.to_owned(),
     };
     let forwarded = Request::new_with_init(&super::http::internal_url(&target), &init)?;
     stub.fetch_with_request(forwarded).await
