@@ -17,6 +17,8 @@
 #![allow(dead_code)] // each scenario uses a different subset
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
+pub mod sse;
+
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::net::TcpListener;
