@@ -15,15 +15,18 @@ pub enum CloseCode {
     MessageTooBig,
     /// 1011: an internal error. Reconnect with backoff.
     InternalError,
+    /// 4001: the connection's token expired. Refresh the token, reconnect.
+    TokenExpired,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 5] = [
+    pub const ALL: [CloseCode; 6] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
+        CloseCode::TokenExpired,
     ];
 
     pub fn code(self) -> u16 {
@@ -33,6 +36,7 @@ impl CloseCode {
             CloseCode::PolicyViolation => 1008,
             CloseCode::MessageTooBig => 1009,
             CloseCode::InternalError => 1011,
+            CloseCode::TokenExpired => 4001,
         }
     }
 
@@ -44,6 +48,7 @@ impl CloseCode {
             CloseCode::PolicyViolation => "too many bad frames",
             CloseCode::MessageTooBig => "too many oversized frames",
             CloseCode::InternalError => "internal error",
+            CloseCode::TokenExpired => "token expired; refresh it and reconnect",
         }
     }
 
@@ -65,7 +70,7 @@ mod tests {
         assert!(CloseCode::reconnect(CloseCode::InternalError.code()));
         assert!(!CloseCode::reconnect(CloseCode::PolicyViolation.code()));
         assert!(!CloseCode::reconnect(CloseCode::MessageTooBig.code()));
-        assert!(CloseCode::reconnect(4001));
+        assert!(CloseCode::reconnect(CloseCode::TokenExpired.code()));
         assert!(!CloseCode::reconnect(4501));
         for c in CloseCode::ALL {
             assert!(c.reason().len() < 123, "close reasons must fit a control frame");

@@ -2,6 +2,7 @@
 //! request path into typed values so a typo fails loudly instead of silently
 //! running with a default.
 
+use crate::auth::RoomPatterns;
 use crate::client_frame::FrameLimits;
 use crate::region::Region;
 
@@ -25,6 +26,16 @@ pub struct Config {
     pub dedup_window_s: u64,
     /// `HERALD_SSE_HEARTBEAT_S`: seconds between heartbeat comments on SSE.
     pub sse_heartbeat_s: u64,
+    /// `HERALD_CLOCK_SKEW_S`: clock difference allowed on token times.
+    pub clock_skew_s: u64,
+    /// `HERALD_PUBLIC_ROOMS`: rooms anyone may subscribe to without a token.
+    pub public_rooms: RoomPatterns,
+    /// `HERALD_PUB_RATE`: publishes per second per connection.
+    pub pub_rate: u32,
+    /// `HERALD_PUB_BURST`: publishes a connection may send at once.
+    pub pub_burst: u32,
+    /// `HERALD_MAX_CONNECTIONS_PER_RELAY`: past it, connects get 503.
+    pub max_connections_per_relay: u32,
 }
 
 impl Default for Config {
@@ -38,6 +49,11 @@ impl Default for Config {
             history_ttl_s: 86_400,
             dedup_window_s: 300,
             sse_heartbeat_s: 15,
+            clock_skew_s: 2,
+            public_rooms: RoomPatterns::default(),
+            pub_rate: 20,
+            pub_burst: 40,
+            max_connections_per_relay: 10_000,
         }
     }
 }
@@ -103,6 +119,16 @@ impl Config {
             history_ttl_s: int("HERALD_HISTORY_TTL_S", 1..=31_536_000, "seconds, from 1 to 31536000", d.history_ttl_s)?,
             dedup_window_s: int("HERALD_DEDUP_WINDOW_S", 0..=86_400, "seconds, from 0 to 86400", d.dedup_window_s)?,
             sse_heartbeat_s: int("HERALD_SSE_HEARTBEAT_S", 1..=300, "seconds, from 1 to 300", d.sse_heartbeat_s)?,
+            clock_skew_s: int("HERALD_CLOCK_SKEW_S", 0..=300, "seconds, from 0 to 300", d.clock_skew_s)?,
+            public_rooms: lookup("HERALD_PUBLIC_ROOMS").map_or(d.public_rooms, |v| RoomPatterns::parse(&v)),
+            pub_rate: int("HERALD_PUB_RATE", 1..=100_000, "publishes per second, from 1 to 100000", d.pub_rate.into())? as u32,
+            pub_burst: int("HERALD_PUB_BURST", 1..=100_000, "publishes, from 1 to 100000", d.pub_burst.into())? as u32,
+            max_connections_per_relay: int(
+                "HERALD_MAX_CONNECTIONS_PER_RELAY",
+                1..=1_000_000,
+                "an integer from 1 to 1000000",
+                d.max_connections_per_relay.into(),
+            )? as u32,
         })
     }
 
@@ -182,6 +208,8 @@ mod tests {
             ("HERALD_HISTORY_MAX", "0"),
             ("HERALD_HISTORY_TTL_S", "-5"),
             ("HERALD_DEDUP_WINDOW_S", "1d"),
+            ("HERALD_PUB_RATE", "0"),
+            ("HERALD_MAX_CONNECTIONS_PER_RELAY", "many"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
             assert_eq!(err.var, k);

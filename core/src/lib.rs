@@ -5,6 +5,7 @@
 //! crate so host `cargo test` never calls into JavaScript.
 
 pub mod abuse;
+pub mod auth;
 pub mod client_frame;
 pub mod close_code;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod relay;
 pub mod room;
 pub mod room_name;
 pub mod server_frame;
+pub mod rate;
 pub mod single_flight;
 pub mod sse;
 

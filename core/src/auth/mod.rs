@@ -1,0 +1,119 @@
+//! Who may do what: HS256 tokens, room patterns and capabilities.
+//!
+//! The Worker verifies a token before any Durable Object is touched, so a
+//! bad token costs the origin nothing; the relay then checks the resolved
+//! capabilities on every frame.
+
+mod capability;
+mod token;
+
+pub use capability::{Capability, CapabilitySet, RoomPatterns};
+pub use token::{mint_hs256, verify_hs256, AuthError, Claims, MAX_INFO_BYTES, MAX_TOKEN_BYTES};
+
+use crate::error::{ErrorCode, Rejection};
+
+/// What a connection or request is allowed in one room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    /// The user (`sub`), or `None` for an anonymous reader of a public room.
+    pub user: Option<String>,
+    pub caps: CapabilitySet,
+    /// When the token stops being valid, in seconds since the Unix epoch.
+    pub expires_s: Option<u64>,
+    /// The token's `info`, carried into presence.
+    pub info: Option<String>,
+}
+
+impl Grant {
+    /// Refuses `cap` with the documented error.
+    pub fn require(&self, cap: Capability) -> Result<(), Rejection> {
+        if self.caps.has(cap) {
+            return Ok(());
+        }
+        Err(match self.user {
+            None => Rejection::new(ErrorCode::Unauthorized, format!("a token with {cap} is required")),
+            Some(_) => Rejection::new(ErrorCode::Forbidden, format!("the token does not grant {cap} on this room")),
+        })
+    }
+
+    /// Whether the grant has run out at `now_s` (with the skew allowance).
+    pub fn expired(&self, now_s: u64, skew_s: u64) -> bool {
+        self.expires_s.is_some_and(|exp| now_s > exp + skew_s)
+    }
+}
+
+/// Resolves the grant for `room`: a token if one was presented (a bad one is
+/// refused even on a public room, so a client learns its token is broken),
+/// else anonymous `sub` on public rooms only.
+pub fn authorize(
+    token: Option<&str>,
+    room: &str,
+    secret: Option<&[u8]>,
+    public_rooms: &RoomPatterns,
+    now_s: u64,
+    skew_s: u64,
+) -> Result<Grant, Rejection> {
+    match token {
+        Some(token) => {
+            let secret = secret.ok_or_else(|| {
+                Rejection::new(ErrorCode::Unauthorized, "this server accepts no tokens (HERALD_SECRET is not set)")
+            })?;
+            let claims = verify_hs256(token, secret, now_s, skew_s).map_err(AuthError::rejection)?;
+            Ok(Grant {
+                caps: claims.rooms.caps_for(room),
+                user: Some(claims.sub),
+                expires_s: claims.exp,
+                info: claims.info,
+            })
+        }
+        None if public_rooms.matches(room) => Ok(Grant {
+            user: None,
+            caps: CapabilitySet::only(Capability::Sub),
+            expires_s: None,
+            info: None,
+        }),
+        None => Err(Rejection::new(ErrorCode::Unauthorized, "a token is required: ?token= or Authorization: Bearer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"s3cret";
+
+    fn token(rooms: serde_json::Value, exp: u64) -> String {
+        mint_hs256(&json!({"sub":"ana","exp":exp,"rooms":rooms}), SECRET)
+    }
+
+    #[test]
+    fn grants_by_pattern_and_public_rooms() {
+        let public = RoomPatterns::parse("news:*, lobby");
+        let t = token(json!({"chat:*":["sub","pub"],"chat:vip":["history"]}), 1000);
+        let g = authorize(Some(&t), "chat:vip", Some(SECRET), &public, 100, 2).unwrap();
+        assert_eq!(g.user.as_deref(), Some("ana"));
+        assert!(g.require(Capability::Pub).is_ok() && g.require(Capability::History).is_ok());
+        assert_eq!(g.require(Capability::Admin).unwrap_err().code, ErrorCode::Forbidden);
+        let other = authorize(Some(&t), "other", Some(SECRET), &public, 100, 2).unwrap();
+        assert_eq!(other.require(Capability::Sub).unwrap_err().code, ErrorCode::Forbidden);
+
+        let anon = authorize(None, "news:eu", None, &public, 100, 2).unwrap();
+        assert!(anon.require(Capability::Sub).is_ok());
+        assert_eq!(anon.require(Capability::Pub).unwrap_err().code, ErrorCode::Unauthorized);
+        assert_eq!(authorize(None, "chat:x", None, &public, 100, 2).unwrap_err().code, ErrorCode::Unauthorized);
+        assert_eq!(
+            authorize(Some("garbage"), "lobby", Some(SECRET), &public, 100, 2).unwrap_err().code,
+            ErrorCode::Unauthorized,
+            "a broken token is refused even on a public room"
+        );
+        assert_eq!(authorize(Some(&t), "chat:a", None, &public, 100, 2).unwrap_err().code, ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn expiry() {
+        let g = Grant { user: Some("u".into()), caps: CapabilitySet::default(), expires_s: Some(10), info: None };
+        assert!(!g.expired(12, 2));
+        assert!(g.expired(13, 2));
+    }
+}
