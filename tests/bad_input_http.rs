@@ -141,8 +141,9 @@ async fn http_bad_input_is_refused_with_documented_errors() {
     )
     .await;
     let mars = format!(
-        "ws://127.0.0.1:{}/v1/rooms/ok/ws?region=mars",
-        server.port()
+        "ws://127.0.0.1:{}/v1/rooms/ok/ws?region=mars&token={}",
+        server.port(),
+        support::admin_token()
     );
     assert_eq!(
         Client::connect_status(&mars).await,

@@ -129,7 +129,7 @@ impl Room {
         let msg = Self::next(&mut self.b, "B").await;
         let ts = msg["ts"].as_u64();
         assert!(ts.is_some(), "{what}: B's msg has no integer ts: {msg}");
-        let mut want = json!({"t": "msg", "seq": want_seq, "ts": ts, "data": data, "from": null});
+        let mut want = json!({"t": "msg", "seq": want_seq, "ts": ts, "data": data, "from": "tester"});
         if let Some(mid) = mid {
             want["mid"] = json!(mid);
         }
@@ -246,7 +246,7 @@ async fn bad_frames_get_err_and_nothing_else() {
     let eph_b = Room::next(&mut r.b, "B").await;
     let ts = eph_b["ts"].as_u64();
     assert!(ts.is_some(), "ephemeral msg without ts: {eph_b}");
-    let want = json!({"t": "msg", "eph": true, "ts": ts, "data": eph_data, "from": null});
+    let want = json!({"t": "msg", "eph": true, "ts": ts, "data": eph_data, "from": "tester"});
     assert_eq!(eph_b, want, "B's ephemeral msg");
     assert_eq!(got[1], want, "A's own ephemeral msg");
     r.prove_nothing_leaked("ephemeral").await;

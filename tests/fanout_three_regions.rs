@@ -78,7 +78,7 @@ async fn every_client_gets_every_message_once_in_the_same_order() {
         let order: Vec<(u64, Value)> = msgs.iter().map(|m| (m["seq"].as_u64().unwrap(), m["data"].clone())).collect();
         for m in &msgs {
             assert!(m["ts"].as_u64().unwrap() > 1_600_000_000_000);
-            assert_eq!(m["from"], Value::Null);
+            assert_eq!(m["from"], "tester", "from is the publisher's token sub");
         }
         match &reference {
             None => reference = Some(order),

@@ -10,6 +10,11 @@ use serde_json::value::RawValue;
 
 /// Header carrying the room name on Worker → DO calls.
 pub const HDR_ROOM: &str = "x-herald-room";
+/// Header carrying the verified [`crate::auth::Grant`] (JSON) from the
+/// Worker to the Relay on a client connect.
+pub const HDR_GRANT: &str = "x-herald-grant";
+/// Header carrying the verified user on an HTTP publish to the Room.
+pub const HDR_USER: &str = "x-herald-user";
 /// Header carrying the region on Worker → Relay and Room → Relay calls.
 pub const HDR_REGION: &str = "x-herald-region";
 /// Header carrying the room's epoch on a delivery.
@@ -18,6 +23,8 @@ pub const HDR_EPOCH: &str = "x-herald-epoch";
 pub const HDR_FIRST: &str = "x-herald-first";
 /// Last stored seq in a delivery.
 pub const HDR_LAST: &str = "x-herald-last";
+/// The Room's stamp (ms) on the first stored message in a delivery.
+pub const HDR_FIRST_TS: &str = "x-herald-first-ts";
 /// On a range read: `1` when the range is complete (the client can be
 /// told `recovered: true`), `0` when the epoch differs or retention lost it.
 pub const HDR_RECOVERED: &str = "x-herald-recovered";

@@ -14,6 +14,8 @@
 //! hibernates when nothing is in flight to it.
 
 use crate::abuse::Strikes;
+use crate::config::Retention;
+use crate::rate::TokenBucket;
 use crate::close_code::CloseCode;
 use crate::error::ErrorCode;
 use crate::link::{JoinReply, RelayReport};
@@ -54,10 +56,20 @@ pub enum Resume<F> {
     FromRoom { after: u64, upto: u64 },
 }
 
+/// One delivery frame in the window: its stored seqs, the stamp of its
+/// first message (0 when unknown), and the frame.
+#[derive(Debug)]
+struct Entry<F> {
+    first: u64,
+    last: u64,
+    first_ts: u64,
+    frame: F,
+}
+
 /// Recent delivery frames, contiguous in seq, newest last.
 #[derive(Debug)]
 pub struct Window<F> {
-    entries: VecDeque<(u64, u64, F)>,
+    entries: VecDeque<Entry<F>>,
     messages: u64,
 }
 
@@ -70,22 +82,22 @@ impl<F> Default for Window<F> {
 impl<F: Clone> Window<F> {
     /// Adds a frame holding stored seqs `first..=last`. A frame that does not
     /// follow on restarts the window, so it never has holes.
-    pub fn push(&mut self, first: u64, last: u64, frame: F) {
-        if self.entries.back().is_some_and(|(_, l, _)| l + 1 != first) {
+    pub fn push(&mut self, first: u64, last: u64, first_ts: u64, frame: F) {
+        if self.entries.back().is_some_and(|e| e.last + 1 != first) {
             self.clear();
         }
-        self.entries.push_back((first, last, frame));
+        self.entries.push_back(Entry { first, last, first_ts, frame });
         self.messages += last + 1 - first;
         while self.messages > RELAY_WINDOW_MESSAGES && self.entries.len() > 1 {
-            if let Some((f, l, _)) = self.entries.pop_front() {
-                self.messages -= l + 1 - f;
+            if let Some(e) = self.entries.pop_front() {
+                self.messages -= e.last + 1 - e.first;
             }
         }
     }
 
     /// The last seq the window holds.
     pub fn newest(&self) -> Option<u64> {
-        self.entries.back().map(|(_, last, _)| *last)
+        self.entries.back().map(|e| e.last)
     }
 
     pub fn clear(&mut self) {
@@ -94,17 +106,19 @@ impl<F: Clone> Window<F> {
     }
 
     /// The frames with every message after `after` up to the newest, or
-    /// `None` when the window does not reach back to `after + 1`.
-    pub fn since(&self, after: u64) -> Option<Vec<(F, Option<u64>)>> {
+    /// `None` when the window does not reach back to `after + 1`, or the
+    /// frame holding it is older than `oldest_ts` (past retention: only the
+    /// Room can say exactly what is still kept).
+    pub fn since(&self, after: u64, oldest_ts: u64) -> Option<Vec<(F, Option<u64>)>> {
         let mut out = Vec::new();
-        for (first, last, frame) in &self.entries {
-            if *last <= after {
+        for e in &self.entries {
+            if e.last <= after {
                 continue;
             }
-            if out.is_empty() && *first > after + 1 {
+            if out.is_empty() && (e.first > after + 1 || e.first_ts < oldest_ts) {
                 return None;
             }
-            out.push((frame.clone(), (*first <= after).then_some(after)));
+            out.push((e.frame.clone(), (e.first <= after).then_some(after)));
         }
         Some(out)
     }
@@ -124,10 +138,16 @@ pub struct RelayCore<F = String> {
     nonce: String,
     next_conn: u64,
     strikes: HashMap<String, Strikes>,
+    buckets: HashMap<String, TokenBucket>,
+    /// Publishes per second and burst per connection.
+    publish_rate: (u32, u32),
     report_in_flight: bool,
     report_wanted: bool,
     resumes: ResumeCounts,
     window: Window<F>,
+    /// The Room's retention, so the window never vouches for more than the
+    /// Room would.
+    retention: Retention,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -151,10 +171,13 @@ impl<F: Clone> RelayCore<F> {
             nonce,
             next_conn: 0,
             strikes: HashMap::new(),
+            buckets: HashMap::new(),
+            publish_rate: (20, 40),
             report_in_flight: false,
             report_wanted: false,
             resumes: ResumeCounts::default(),
             window: Window::default(),
+            retention: Retention::default(),
         }
     }
 
@@ -257,13 +280,19 @@ impl<F: Clone> RelayCore<F> {
 
     /// A frame with stored seqs `first..=last` was fanned out: keep it for
     /// resuming clients.
-    pub fn fanned_out(&mut self, first: u64, last: u64, frame: F) {
-        self.window.push(first, last, frame);
+    pub fn fanned_out(&mut self, first: u64, last: u64, first_ts: u64, frame: F) {
+        self.window.push(first, last, first_ts, frame);
+    }
+
+    /// The Room's retention, from the same configuration.
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.retention = retention;
     }
 
     /// How to bring a client of `epoch` that has seen up to `since` level
-    /// with this relay's cursor.
-    pub fn plan_resume(&self, epoch: &str, since: u64) -> Resume<F> {
+    /// with this relay's cursor, at `now_ms`. Anything near the retention
+    /// bounds goes to the Room, which decides exactly.
+    pub fn plan_resume(&self, epoch: &str, since: u64, now_ms: u64) -> Resume<F> {
         let Some(cursor) = self.cursor else { return Resume::NotRecoverable };
         if self.epoch.as_deref() != Some(epoch) || since > cursor {
             return Resume::NotRecoverable;
@@ -271,8 +300,10 @@ impl<F: Clone> RelayCore<F> {
         if since == cursor {
             return Resume::Frames(Vec::new());
         }
-        match self.window.since(since) {
-            Some(frames) if self.window.newest() == Some(cursor) => Resume::Frames(frames),
+        let within_count = cursor - since <= self.retention.max_messages;
+        let oldest_ts = now_ms.saturating_sub(self.retention.ttl_ms);
+        match self.window.since(since, oldest_ts) {
+            Some(frames) if within_count && self.window.newest() == Some(cursor) => Resume::Frames(frames),
             _ => Resume::FromRoom { after: since, upto: cursor },
         }
     }
@@ -339,9 +370,25 @@ impl<F: Clone> RelayCore<F> {
         close
     }
 
+    /// Sets the per-connection publish rate and burst.
+    pub fn set_publish_rate(&mut self, per_second: u32, burst: u32) {
+        self.publish_rate = (per_second, burst);
+    }
+
+    /// Whether `conn` may publish at `now_ms`. Buckets live in memory, so a
+    /// relay that hibernated starts every connection with a full burst.
+    pub fn allow_publish(&mut self, conn: &str, now_ms: u64) -> bool {
+        let (rate, burst) = self.publish_rate;
+        self.buckets
+            .entry(conn.to_owned())
+            .or_insert_with(|| TokenBucket::full(burst, now_ms))
+            .take(now_ms, rate, burst)
+    }
+
     /// Forgets a closed connection.
     pub fn closed(&mut self, conn: &str) {
         self.strikes.remove(conn);
+        self.buckets.remove(conn);
     }
 }
 
@@ -462,39 +509,57 @@ mod tests {
     #[test]
     fn window_is_contiguous_and_bounded() {
         let mut w: Window<&str> = Window::default();
-        w.push(1, 3, "a");
-        w.push(4, 4, "b");
-        assert_eq!(w.since(0), Some(vec![("a", None), ("b", None)]));
-        assert_eq!(w.since(2), Some(vec![("a", Some(2)), ("b", None)]));
-        assert_eq!(w.since(4), Some(vec![]));
-        w.push(9, 9, "gap");
-        assert_eq!(w.since(4), None, "a hole restarts the window");
-        assert_eq!(w.since(8), Some(vec![("gap", None)]));
+        w.push(1, 3, 100, "a");
+        w.push(4, 4, 200, "b");
+        assert_eq!(w.since(0, 0), Some(vec![("a", None), ("b", None)]));
+        assert_eq!(w.since(2, 0), Some(vec![("a", Some(2)), ("b", None)]));
+        assert_eq!(w.since(4, 0), Some(vec![]));
+        assert_eq!(w.since(2, 150), None, "the frame holding 3 is past the TTL");
+        assert_eq!(w.since(3, 150), Some(vec![("b", None)]));
+        w.push(9, 9, 300, "gap");
+        assert_eq!(w.since(4, 0), None, "a hole restarts the window");
+        assert_eq!(w.since(8, 0), Some(vec![("gap", None)]));
         let mut big: Window<u64> = Window::default();
         for s in 1..=RELAY_WINDOW_MESSAGES + 10 {
-            big.push(s, s, s);
+            big.push(s, s, 0, s);
         }
-        assert_eq!(big.since(5), None);
-        assert_eq!(big.since(10).map(|f| f.len()), Some(RELAY_WINDOW_MESSAGES as usize));
+        assert_eq!(big.since(5, 0), None);
+        assert_eq!(big.since(10, 0).map(|f| f.len()), Some(RELAY_WINDOW_MESSAGES as usize));
     }
 
     #[test]
     fn resume_plans() {
         let mut r = joined(0, 10);
-        r.fanned_out(11, 12, "f11".to_string());
+        r.fanned_out(11, 12, 1_000, "f11".to_string());
         r.plan_delivery("e", Some(11), Some(12));
-        assert_eq!(r.plan_resume("other", 12), Resume::NotRecoverable);
-        assert_eq!(r.plan_resume("e", 13), Resume::NotRecoverable, "ahead of this relay");
-        assert_eq!(r.plan_resume("e", 12), Resume::Frames(vec![]));
-        assert_eq!(r.plan_resume("e", 11), Resume::Frames(vec![("f11".to_string(), Some(11))]));
-        assert_eq!(r.plan_resume("e", 3), Resume::FromRoom { after: 3, upto: 12 });
+        assert_eq!(r.plan_resume("other", 12, 1_000), Resume::NotRecoverable);
+        assert_eq!(r.plan_resume("e", 13, 1_000), Resume::NotRecoverable, "ahead of this relay");
+        assert_eq!(r.plan_resume("e", 12, 1_000), Resume::Frames(vec![]));
+        assert_eq!(r.plan_resume("e", 11, 1_000), Resume::Frames(vec![("f11".to_string(), Some(11))]));
+        assert_eq!(r.plan_resume("e", 3, 1_000), Resume::FromRoom { after: 3, upto: 12 });
+        r.set_retention(Retention { max_messages: 1, ttl_ms: 1_000_000, dedup_window_ms: 0 });
+        assert_eq!(r.plan_resume("e", 10, 1_000), Resume::FromRoom { after: 10, upto: 12 }, "past the count bound");
+        r.set_retention(Retention { max_messages: 100, ttl_ms: 500, dedup_window_ms: 0 });
+        assert_eq!(r.plan_resume("e", 10, 1_600), Resume::FromRoom { after: 10, upto: 12 }, "past the TTL");
         r.resumed(true, false);
         r.resumed(true, true);
         r.resumed(false, false);
         let rep = r.report(1);
         assert_eq!((rep.recovered_from_relay, rep.recovered_from_room, rep.not_recovered), (1, 1, 1));
         r.plan_delivery("e2", Some(1), Some(1));
-        assert_eq!(r.plan_resume("e2", 0), Resume::FromRoom { after: 0, upto: 1 }, "window cleared on a new epoch");
+        assert_eq!(r.plan_resume("e2", 0, 1_000), Resume::FromRoom { after: 0, upto: 1 }, "window cleared on a new epoch");
+    }
+
+    #[test]
+    fn publish_rate_is_per_connection() {
+        let mut r = joined(0, 0);
+        r.set_publish_rate(1, 2);
+        assert!(r.allow_publish("a", 0) && r.allow_publish("a", 0));
+        assert!(!r.allow_publish("a", 0));
+        assert!(r.allow_publish("b", 0), "another connection has its own bucket");
+        assert!(r.allow_publish("a", 1000));
+        r.closed("a");
+        assert!(r.allow_publish("a", 1000) && r.allow_publish("a", 1000), "a new connection starts full");
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Delivery {
     /// ephemeral messages.
     pub first: Option<u64>,
     pub last: Option<u64>,
+    /// The stamp of the first stored message, for the relay's window.
+    pub first_ts: Option<u64>,
     /// The client frame, shared by every relay that gets the same batch.
     pub frame: Rc<str>,
 }
@@ -91,6 +93,7 @@ struct Queued {
     /// names a batch's content exactly.
     uid: u64,
     seq: Option<u64>,
+    ts: u64,
     frame: String,
 }
 
@@ -235,7 +238,7 @@ impl RoomCore {
             Some(self.seq)
         };
         let message = Message { seq, ts: now_ms, from: p.from, mid: p.mid, data: p.data };
-        let queued = Rc::new(Queued { uid: self.next_uid, seq, frame: message.to_frame() });
+        let queued = Rc::new(Queued { uid: self.next_uid, seq, ts: now_ms, frame: message.to_frame() });
         self.next_uid += 1;
         if let Some(seq) = seq {
             self.history.record(seq, now_ms, message.mid.as_deref());
@@ -283,7 +286,7 @@ impl RoomCore {
         self.actions.push_back(RoomAction::EraseAll);
         self.actions.push_back(RoomAction::SaveMeta { epoch: self.epoch.clone(), seq: self.seq });
         let frame = reset_frame(&self.epoch, self.seq);
-        let queued = Rc::new(Queued { uid: self.next_uid, seq: None, frame });
+        let queued = Rc::new(Queued { uid: self.next_uid, seq: None, ts: 0, frame });
         self.next_uid += 1;
         self.enqueue(queued);
         JoinReply { epoch: self.epoch.clone(), seq: self.seq, delivered: self.seq }
@@ -397,6 +400,7 @@ impl RoomCore {
         }
         let (first_uid, last_uid) = (batch.first()?.uid, batch.last()?.uid);
         let first = batch.iter().find_map(|q| q.seq);
+        let first_ts = batch.iter().find(|q| q.seq.is_some()).map(|q| q.ts);
         let last = batch.iter().rev().find_map(|q| q.seq);
         let frame = match &self.batch_cache {
             Some((f, l, frame)) if (*f, *l) == (first_uid, last_uid) => Rc::clone(frame),
@@ -409,7 +413,7 @@ impl RoomCore {
         };
         link.in_flight = Some(batch);
         self.primary_sends += 1;
-        Some(Delivery { region, epoch: self.epoch.clone(), first, last, frame })
+        Some(Delivery { region, epoch: self.epoch.clone(), first, last, first_ts, frame })
     }
 
     /// The counters; `room_wakeups` comes from the glue's construction count.

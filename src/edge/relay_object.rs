@@ -10,6 +10,8 @@ use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishRep
 use herald_core::relay::{trim_frame, DeliveryPlan, RelayCore, Resume};
 use herald_core::server_frame::{ack_frame, err_frame};
 use herald_core::single_flight::{Pushed, SingleFlight};
+use herald_core::auth::{Capability, CapabilitySet, Grant};
+use herald_core::close_code::CloseCode;
 use herald_core::{parse_client_frame, ClientFrame, Config, ErrorCode, Region, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -46,7 +48,17 @@ fn parse_relay_name(name: &str) -> Option<(String, Region)> {
 struct Attachment {
     herald: u8,
     conn: String,
+    /// The user (`sub`), `None` for an anonymous reader.
     from: Option<String>,
+    caps: CapabilitySet,
+    /// Token expiry, seconds since the Unix epoch.
+    exp: Option<u64>,
+}
+
+impl Attachment {
+    fn grant(&self) -> Grant {
+        Grant { user: self.from.clone(), caps: self.caps, expires_s: self.exp, info: None }
+    }
 }
 
 const ATTACHMENT_VERSION: u8 = 1;
@@ -72,6 +84,7 @@ struct RelayInner {
 /// One SSE client: the writing end of its response stream.
 struct SseClient {
     tx: UnboundedSender<std::result::Result<Vec<u8>, worker::Error>>,
+    exp: Option<u64>,
 }
 
 /// A publish waiting to be forwarded, with the socket its ack goes to.
@@ -118,6 +131,13 @@ impl DurableObject for Relay {
         })
     }
 
+    /// Closes the sockets whose tokens expired while they were silent.
+    async fn alarm(&self) -> Result<Response> {
+        let inner = Rc::clone(&self.inner);
+        inner.expire_silent().await;
+        Response::empty()
+    }
+
     async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
         let inner = Rc::clone(&self.inner);
         let text = match message {
@@ -162,7 +182,12 @@ impl RelayInner {
             (None, Some(req)) => (header(req, link::HDR_ROOM)?, Region::parse(&header(req, link::HDR_REGION)?).map_err(|r| worker::Error::RustError(r.message))?),
             (None, None) => return Err(worker::Error::RustError("relay does not know its name".into())),
         };
-        *self.core.borrow_mut() = Some(RelayCore::new(room, region, self.wakeups, js::random_tag(6)));
+        let mut core = RelayCore::new(room, region, self.wakeups, js::random_tag(6));
+        if let Ok(c) = self.config() {
+            core.set_publish_rate(c.pub_rate, c.pub_burst);
+            core.set_retention(c.retention());
+        }
+        *self.core.borrow_mut() = Some(core);
         Ok(())
     }
 
@@ -196,6 +221,10 @@ impl RelayInner {
         self.ensure_core(Some(req))?;
         let resume = resume_request(req)?;
         let open = self.open_connections();
+        let max = self.config()?.max_connections_per_relay;
+        if open >= max {
+            return Err(Overloaded(max).into());
+        }
         if self.with_core(|c| c.needs_join(open))? {
             let report = self.with_core(|c| c.join_report(open))?;
             let room = self.room_header()?;
@@ -213,7 +242,11 @@ impl RelayInner {
     }
 
     async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
-        let (recovered, replay) = self.prepare_client(req).await?;
+        let grant: Grant = serde_json::from_str(&header(req, link::HDR_GRANT)?)?;
+        let (recovered, replay) = match self.prepare_client(req).await {
+            Err(e) if Overloaded::is(&e) => return overloaded_response(),
+            other => other?,
+        };
         // From here to the end nothing awaits: the welcome's seq, the replay
         // and the socket joining the fan-out happen at one point in the stream.
         let Some((conn, welcome)) = self.with_core(|c| c.admit(recovered))? else {
@@ -221,19 +254,33 @@ impl RelayInner {
         };
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
-        pair.server.serialize_attachment(Attachment { herald: ATTACHMENT_VERSION, conn, from: None })?;
+        let attachment = Attachment {
+            herald: ATTACHMENT_VERSION,
+            conn,
+            from: grant.user.clone(),
+            caps: grant.caps,
+            exp: grant.expires_s,
+        };
+        pair.server.serialize_attachment(attachment)?;
         pair.server.send_with_str(&welcome)?;
         for frame in &replay {
             js::send_shared(&pair.server, frame);
         }
         self.schedule_report();
+        if let Some(exp) = grant.expires_s {
+            self.schedule_expiry(exp).await;
+        }
         Response::from_websocket(pair.client)
     }
 
     /// An SSE stream: `welcome`, then `reset` if a resume was refused, the
     /// replay, and live events.
     async fn events(self: Rc<Self>, req: &Request) -> Result<Response> {
-        let (recovered, replay) = self.prepare_client(req).await?;
+        let grant: Grant = serde_json::from_str(&header(req, link::HDR_GRANT)?)?;
+        let (recovered, replay) = match self.prepare_client(req).await {
+            Err(e) if Overloaded::is(&e) => return overloaded_response(),
+            other => other?,
+        };
         let Some((_conn, welcome)) = self.with_core(|c| c.admit(recovered))? else {
             return Err(worker::Error::RustError("relay has not joined".into()));
         };
@@ -249,7 +296,7 @@ impl RelayInner {
         }
         let (tx, rx) = unbounded();
         tx.unbounded_send(Ok(head.into_bytes())).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        self.sse.borrow_mut().push(SseClient { tx });
+        self.sse.borrow_mut().push(SseClient { tx, exp: grant.expires_s });
         self.schedule_report();
         self.start_heartbeat();
         let headers = worker::Headers::new();
@@ -258,10 +305,16 @@ impl RelayInner {
         Ok(Response::from_stream(rx)?.with_headers(headers))
     }
 
-    /// Writes `bytes` to every SSE client, forgetting the ones that left.
+    /// Writes `bytes` to every SSE client, forgetting the ones that left and
+    /// ending the streams whose tokens expired.
     fn write_sse(self: &Rc<Self>, bytes: &[u8]) {
         let before = self.sse.borrow().len();
-        self.sse.borrow_mut().retain(|c| c.tx.unbounded_send(Ok(bytes.to_vec())).is_ok());
+        let now_s = js::now_ms() / 1000;
+        let skew = self.config().map(|c| c.clock_skew_s).unwrap_or(0);
+        self.sse.borrow_mut().retain(|c| {
+            let live = c.exp.is_none_or(|exp| now_s <= exp + skew);
+            live && c.tx.unbounded_send(Ok(bytes.to_vec())).is_ok()
+        });
         if self.sse.borrow().len() != before {
             self.schedule_report();
         }
@@ -298,7 +351,8 @@ impl RelayInner {
         // Each Room read covers up to the cursor at the time; deliveries that
         // land meanwhile are in the window, so this ends in a step or two.
         for _ in 0..8 {
-            match self.with_core(|c| c.plan_resume(epoch, after))? {
+            let now = js::now_ms();
+            match self.with_core(|c| c.plan_resume(epoch, after, now))? {
                 Resume::NotRecoverable => return Ok((false, Vec::new(), used_room)),
                 Resume::Frames(window) => {
                     for (frame, trim) in window {
@@ -358,32 +412,36 @@ impl RelayInner {
             Ok(req.headers().get(name)?.and_then(|v| v.parse().ok()))
         };
         let (first, last) = (seq(link::HDR_FIRST)?, seq(link::HDR_LAST)?);
+        let first_ts = seq(link::HDR_FIRST_TS)?.unwrap_or(0);
         // The body stays a JS string: it is sent to every socket as is.
         let body = JsFuture::from(req.inner().text().map_err(worker::Error::from)?).await.map_err(worker::Error::from)?;
         match self.with_core(|c| c.plan_delivery(&epoch, first, last))? {
             DeliveryPlan::Forward => {
                 self.fan_out(&body);
-                self.keep(first, last, &body)?;
+                self.keep(first, last, first_ts, &body)?;
             }
             DeliveryPlan::Skip => {}
             DeliveryPlan::Trim { after } => {
                 if let Some(kept) = body.as_string().and_then(|f| trim_frame(&f, after, true)) {
                     let kept = JsValue::from_str(&kept);
                     self.fan_out(&kept);
-                    self.keep(Some(after + 1), last, &kept)?;
+                    // The stamp is of a message before the kept ones: older
+                    // is the safe side for the retention check.
+                    self.keep(Some(after + 1), last, first_ts, &kept)?;
                 }
             }
             DeliveryPlan::Repair { after, upto } => {
                 match self.read_range(after, upto, None).await {
                     Ok((_, Some(frame), read_upto)) => {
                         self.fan_out(&frame);
-                        self.keep(Some(after + 1), Some(read_upto), &frame)?;
+                        // Unknown stamp: 0 sends resumes into it to the Room.
+                        self.keep(Some(after + 1), Some(read_upto), 0, &frame)?;
                     }
                     Ok((_, None, _)) => console_error!("relay: repair {after}..{upto} found nothing"),
                     Err(e) => console_error!("relay: repair {after}..{upto} failed: {e}"),
                 }
                 self.fan_out(&body);
-                self.keep(first, last, &body)?;
+                self.keep(first, last, first_ts, &body)?;
                 if let Some(last) = last {
                     self.with_core(|c| c.repaired(last))?;
                 }
@@ -394,9 +452,9 @@ impl RelayInner {
     }
 
     /// Keeps a fanned-out frame of stored seqs for resuming clients.
-    fn keep(&self, first: Option<u64>, last: Option<u64>, frame: &JsValue) -> Result<()> {
+    fn keep(&self, first: Option<u64>, last: Option<u64>, first_ts: u64, frame: &JsValue) -> Result<()> {
         if let (Some(first), Some(last)) = (first, last) {
-            self.with_core(|c| c.fanned_out(first, last, frame.clone()))?;
+            self.with_core(|c| c.fanned_out(first, last, first_ts, frame.clone()))?;
         }
         Ok(())
     }
@@ -426,18 +484,42 @@ impl RelayInner {
                 return;
             }
         };
+        let Some(att) = attachment(&ws) else {
+            console_error!("relay: a socket without its attachment");
+            return;
+        };
+        let now = js::now_ms();
+        let skew = self.config().map(|c| c.clock_skew_s).unwrap_or(0);
+        let grant = att.grant();
+        if grant.expired(now / 1000, skew) {
+            let close = CloseCode::TokenExpired;
+            let _ = ws.close(Some(close.code()), Some(close.reason()));
+            return;
+        }
         match parse_client_frame(text, limits) {
             Ok(ClientFrame::Ping) => {
                 let _ = ws.send_with_str("pong");
             }
             Ok(ClientFrame::History(q)) => {
-                if let Err(e) = self.history(&ws, q.id, q.since, q.limit).await {
+                if let Err(r) = grant.require(Capability::History) {
+                    self.refuse(&ws, q.id, r);
+                } else if let Err(e) = self.history(&ws, q.id, q.since, q.limit).await {
                     console_error!("relay: history: {e}");
                     self.refuse(&ws, q.id, Rejection::new(ErrorCode::Internal, "history read failed; retry"));
                 }
             }
             Ok(ClientFrame::Pub(p)) => {
-                let from = attachment(&ws).and_then(|a| a.from);
+                if let Err(r) = grant.require(Capability::Pub) {
+                    self.refuse(&ws, p.id, r);
+                    return;
+                }
+                if !self.with_core(|c| c.allow_publish(&att.conn, now)).unwrap_or(false) {
+                    let (rate, burst) = self.config().map(|c| (c.pub_rate, c.pub_burst)).unwrap_or_default();
+                    let message = format!("over {rate} publishes/s (burst {burst}); slow down");
+                    self.refuse(&ws, p.id, Rejection::new(ErrorCode::RateLimited, message));
+                    return;
+                }
+                let from = att.from.clone();
                 let pending = PendingPub {
                     ws: ws.clone(),
                     id: p.id.map(ToOwned::to_owned),
@@ -451,6 +533,40 @@ impl RelayInner {
                 }
             }
             Err(e) => self.refuse(&ws, e.id, e.rejection),
+        }
+    }
+
+    /// Sets the alarm for a token expiry if it is earlier than the one set.
+    async fn schedule_expiry(&self, exp_s: u64) {
+        let skew = self.config().map(|c| c.clock_skew_s).unwrap_or(0);
+        let at_ms = (exp_s + skew + 1) * 1000;
+        let storage = self.state.storage();
+        let current = storage.get_alarm().await.ok().flatten();
+        if current.is_none_or(|c| (at_ms as i64) < c) {
+            let when = worker::ScheduledTime::new(js_sys::Date::new(&JsValue::from_f64(at_ms as f64)));
+            if let Err(e) = storage.set_alarm(when).await {
+                console_error!("relay: set alarm: {e}");
+            }
+        }
+    }
+
+    /// The alarm: close sockets whose tokens expired, then set the alarm for
+    /// the next expiry.
+    async fn expire_silent(&self) {
+        let now_s = js::now_ms() / 1000;
+        let skew = self.config().map(|c| c.clock_skew_s).unwrap_or(0);
+        let mut next: Option<u64> = None;
+        for ws in self.state.get_websockets() {
+            let Some(exp) = attachment(&ws).and_then(|a| a.exp) else { continue };
+            if now_s > exp + skew {
+                let close = CloseCode::TokenExpired;
+                let _ = ws.close(Some(close.code()), Some(close.reason()));
+            } else {
+                next = Some(next.map_or(exp, |n| n.min(exp)));
+            }
+        }
+        if let Some(exp) = next {
+            self.schedule_expiry(exp).await;
         }
     }
 
@@ -557,6 +673,28 @@ impl RelayInner {
             }
         });
     }
+}
+
+/// The relay is full: new connections are refused with 503 `overloaded`.
+#[derive(Debug)]
+struct Overloaded(u32);
+
+impl Overloaded {
+    fn is(e: &worker::Error) -> bool {
+        matches!(e, worker::Error::RustError(m) if m.starts_with(OVERLOADED))
+    }
+}
+
+const OVERLOADED: &str = "overloaded:";
+
+impl From<Overloaded> for worker::Error {
+    fn from(o: Overloaded) -> Self {
+        worker::Error::RustError(format!("{OVERLOADED} {} connections", o.0))
+    }
+}
+
+fn overloaded_response() -> Result<Response> {
+    super::http::reject_with(ErrorCode::Overloaded, "this region's relay is at its connection limit; retry later")
 }
 
 /// `?since=N&epoch=E` as the router forwarded it (already validated).

@@ -236,9 +236,11 @@ impl RoomInner {
             (link::HDR_REGION, d.region.as_str()),
             (link::HDR_EPOCH, d.epoch.as_str()),
         ];
+        let first_ts = d.first_ts.map(|t| t.to_string()).unwrap_or_default();
         if d.first.is_some() {
             headers.push((link::HDR_FIRST, first.as_str()));
             headers.push((link::HDR_LAST, last.as_str()));
+            headers.push((link::HDR_FIRST_TS, first_ts.as_str()));
         }
         let req = internal_request(Method::Post, path::DELIVER, &headers, Some(JsValue::from_str(&d.frame)))?;
         let mut resp = stub.fetch_with_request(req).await?;

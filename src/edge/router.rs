@@ -5,6 +5,7 @@
 use super::http::{call_json, json, json_text, reject, reject_with};
 use super::{js, relay_object::relay_name};
 use herald_core::link::{self, path, LinkPub};
+use herald_core::auth::{authorize, Capability, Grant};
 use herald_core::{parse_history_bounds, parse_http_publish, validate_room, Config, ErrorCode, Region, Rejection};
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
@@ -26,10 +27,24 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
             if let Err(r) = validate_room(&room) {
                 return reject(&r);
             }
-            match (req.method(), rest) {
-                (Method::Get, ["ws"]) => connect(req, &env, &config, &room).await,
-                (Method::Get, ["events"]) => events(req, &env, &config, &room).await,
-                (Method::Post, ["messages"]) => publish(req, &env, &config, &room).await,
+            let method = req.method();
+            let needs = match (&method, rest) {
+                (Method::Get, ["ws"] | ["events"]) => Some(Capability::Sub),
+                (Method::Post, ["messages"]) => Some(Capability::Pub),
+                (Method::Get, ["messages"]) => Some(Capability::History),
+                (Method::Delete, ["messages"]) | (Method::Get, ["stats"]) => Some(Capability::Admin),
+                _ => None,
+            };
+            // Every token is checked here, before any Durable Object is touched.
+            let grant = match needs.map(|cap| grant_for(&req, &env, &config, &room, cap)) {
+                Some(Ok(g)) => g,
+                Some(Err(r)) => return reject(&r),
+                None => Grant { user: None, caps: Default::default(), expires_s: None, info: None },
+            };
+            match (method, rest) {
+                (Method::Get, ["ws"]) => connect(req, &env, &config, &room, &grant).await,
+                (Method::Get, ["events"]) => events(req, &env, &config, &room, &grant).await,
+                (Method::Post, ["messages"]) => publish(req, &env, &config, &room, &grant).await,
                 (Method::Get, ["messages"]) => history(&req, &env, &room).await,
                 (Method::Delete, ["messages"]) => erase(&env, &room).await,
                 (Method::Get, ["stats"]) => stats(&env, &room).await,
@@ -41,6 +56,44 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         }
         _ => reject_with(ErrorCode::NotFound, "no such endpoint"),
     }
+}
+
+/// The token from `?token=` (browsers cannot set headers on a WebSocket) or
+/// `Authorization: Bearer`.
+fn presented_token(req: &Request) -> Option<String> {
+    let from_query = req
+        .url()
+        .ok()
+        .and_then(|u| u.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()));
+    from_query.or_else(|| {
+        let auth = req.headers().get("authorization").ok().flatten()?;
+        auth.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+    })
+}
+
+/// `HERALD_SECRET`: a wrangler secret in production, `.dev.vars` locally.
+fn secret(env: &Env) -> Option<String> {
+    env.secret("HERALD_SECRET")
+        .map(|s| s.to_string())
+        .or_else(|_| env.var("HERALD_SECRET").map(|v| v.to_string()))
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+fn grant_for(req: &Request, env: &Env, config: &Config, room: &str, cap: Capability) -> std::result::Result<Grant, Rejection> {
+    let now_s = (js::now_ms() / 1000) as u64;
+    let secret = secret(env);
+    let token = presented_token(req);
+    let grant = authorize(
+        token.as_deref(),
+        room,
+        secret.as_deref().map(str::as_bytes),
+        &config.public_rooms,
+        now_s,
+        config.clock_skew_s,
+    )?;
+    grant.require(cap)?;
+    Ok(grant)
 }
 
 /// Room names arrive URL-encoded; a name that decodes to something invalid
@@ -79,7 +132,7 @@ fn pick_region(req: &Request, config: &Config) -> std::result::Result<Region, Re
         .unwrap_or(config.default_region))
 }
 
-async fn connect(req: Request, env: &Env, config: &Config, room: &str) -> Result<Response> {
+async fn connect(req: Request, env: &Env, config: &Config, room: &str, grant: &Grant) -> Result<Response> {
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return reject_with(ErrorCode::UpgradeRequired, "this endpoint speaks WebSocket; send Upgrade: websocket");
@@ -88,12 +141,12 @@ async fn connect(req: Request, env: &Env, config: &Config, room: &str) -> Result
         Ok(r) => r,
         Err(r) => return reject(&r),
     };
-    to_relay(req, env, config, room, path::CONNECT, resume).await
+    to_relay(req, env, config, room, path::CONNECT, resume, grant).await
 }
 
 /// SSE: resumes from `?since=&epoch=`, or from the `Last-Event-ID` header a
 /// browser's `EventSource` sends by itself when it reconnects.
-async fn events(req: Request, env: &Env, config: &Config, room: &str) -> Result<Response> {
+async fn events(req: Request, env: &Env, config: &Config, room: &str, grant: &Grant) -> Result<Response> {
     let resume = match resume_query(&req) {
         Ok(Some(r)) => Some(r),
         Ok(None) => match req.headers().get("last-event-id")? {
@@ -105,7 +158,7 @@ async fn events(req: Request, env: &Env, config: &Config, room: &str) -> Result<
         },
         Err(r) => return reject(&r),
     };
-    to_relay(req, env, config, room, path::EVENTS, resume).await
+    to_relay(req, env, config, room, path::EVENTS, resume, grant).await
 }
 
 /// Forwards a client connection to the relay of its region.
@@ -116,6 +169,7 @@ async fn to_relay(
     room: &str,
     relay_path: &str,
     resume: Option<(u64, String)>,
+    grant: &Grant,
 ) -> Result<Response> {
     let region = match pick_region(&req, config) {
         Ok(r) => r,
@@ -131,6 +185,9 @@ async fn to_relay(
     }
     headers.set(link::HDR_ROOM, room)?;
     headers.set(link::HDR_REGION, region.as_str())?;
+    headers.set(link::HDR_GRANT, &serde_json::to_string(grant)?)?;
+    // The token itself goes no further than the Worker.
+    headers.delete("authorization")?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
     let target = match resume {
@@ -179,7 +236,7 @@ async fn erase(env: &Env, room: &str) -> Result<Response> {
     stub.fetch_with_request(req).await
 }
 
-async fn publish(mut req: Request, env: &Env, config: &Config, room: &str) -> Result<Response> {
+async fn publish(mut req: Request, env: &Env, config: &Config, room: &str, grant: &Grant) -> Result<Response> {
     let declared = req
         .headers()
         .get("content-length")?
@@ -196,7 +253,7 @@ async fn publish(mut req: Request, env: &Env, config: &Config, room: &str) -> Re
         Ok(p) => p,
         Err(r) => return reject(&r),
     };
-    let link_pub = LinkPub { from: None, data: p.data.to_owned(), mid: p.mid, eph: p.ephemeral };
+    let link_pub = LinkPub { from: grant.user.clone(), data: p.data.to_owned(), mid: p.mid, eph: p.ephemeral };
     let stub = env.durable_object("ROOM")?.get_by_name(room)?;
     let answer: serde_json::Value =
         call_json(&stub, path::HTTP_PUBLISH, &[(link::HDR_ROOM, room)], &link_pub).await?;

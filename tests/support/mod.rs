@@ -92,6 +92,30 @@ fn free_port() -> u16 {
     }
 }
 
+// ---------------------------------------------------------------- Tokens --
+
+/// The `HERALD_SECRET` every test server runs with.
+pub const TEST_SECRET: &str = "herald-integration-test-secret";
+
+pub fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// An HS256 token for `claims`, signed with [`TEST_SECRET`].
+pub fn token(claims: &Value) -> String {
+    herald_core::auth::mint_hs256(claims, TEST_SECRET.as_bytes())
+}
+
+/// A token with every capability on every room, valid for an hour: what the
+/// scenarios that are not about auth use by default.
+pub fn admin_token() -> String {
+    token(&serde_json::json!({
+        "sub": "tester",
+        "exp": now_s() + 3600,
+        "rooms": {"*": ["sub", "pub", "presence", "history", "admin"]}
+    }))
+}
+
 // ---------------------------------------------------------------- Server --
 
 #[derive(Debug, Clone, Default)]
@@ -157,11 +181,19 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The room socket URL in `region`, carrying [`admin_token`] so every
+    /// scenario goes through real token verification.
     pub fn ws_url(&self, room: &str, region: &str) -> String {
         format!(
-            "ws://127.0.0.1:{}/v1/rooms/{room}/ws?region={region}",
-            self.port
+            "ws://127.0.0.1:{}/v1/rooms/{room}/ws?region={region}&token={}",
+            self.port,
+            admin_token()
         )
+    }
+
+    /// The room socket URL in `region` with no token.
+    pub fn ws_url_anon(&self, room: &str, region: &str) -> String {
+        format!("ws://127.0.0.1:{}/v1/rooms/{room}/ws?region={region}", self.port)
     }
 
     /// The room socket URL without a `region` parameter.
@@ -212,7 +244,8 @@ impl Server {
             .arg("--persist-to")
             .arg(&self.persist_dir)
             .arg("--show-interactive-dev-session=false")
-            .args(["--var", "HERALD_TRUST_REGION_PARAM:1"]);
+            .args(["--var", "HERALD_TRUST_REGION_PARAM:1"])
+            .args(["--var", &format!("HERALD_SECRET:{TEST_SECRET}")]);
         for (k, v) in &self.vars {
             cmd.args(["--var", &format!("{k}:{v}")]);
         }
@@ -625,6 +658,8 @@ pub async fn http_json(method: &str, url: &str, body: Option<&Value>) -> (u16, V
 
 /// Minimal HTTP/1.1 over a fresh connection (`Connection: close`), with
 /// extra request headers; understands Content-Length and chunked bodies.
+/// Sends `Authorization: Bearer <admin_token>` unless the caller gives an
+/// `authorization` header; an empty one means "send no token".
 pub async fn http_request(
     method: &str,
     url: &str,
@@ -644,7 +679,12 @@ pub async fn http_request(
         "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: herald-itest\r\n"
     );
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        if !v.is_empty() || !k.eq_ignore_ascii_case("authorization") {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+    }
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+        req.push_str(&format!("Authorization: Bearer {}\r\n", admin_token()));
     }
     if let Some(b) = body {
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {

@@ -25,7 +25,8 @@ pub struct SseStream {
 }
 
 impl SseStream {
-    /// GETs `url` with `headers` and reads the response head.
+    /// GETs `url` with `headers` and reads the response head. Sends the
+    /// admin token unless `headers` has an `authorization` entry (empty: none).
     pub async fn open(url: &str, headers: &[(&str, &str)]) -> std::io::Result<SseStream> {
         let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
         let rest = url.strip_prefix("http://").ok_or_else(|| bad("only http://"))?;
@@ -33,7 +34,13 @@ impl SseStream {
         let mut stream = TcpStream::connect(authority).await?;
         let mut req = format!("GET {} HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n", if path.is_empty() { "/" } else { path });
         for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
+            if !v.is_empty() || !k.eq_ignore_ascii_case("authorization") {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
+        }
+        // Like `http_request`: the admin token unless the caller says otherwise.
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization")) {
+            req.push_str(&format!("Authorization: Bearer {}\r\n", super::admin_token()));
         }
         req.push_str("\r\n");
         stream.write_all(req.as_bytes()).await?;

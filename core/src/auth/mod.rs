@@ -12,8 +12,9 @@ pub use token::{mint_hs256, verify_hs256, AuthError, Claims, MAX_INFO_BYTES, MAX
 
 use crate::error::{ErrorCode, Rejection};
 
-/// What a connection or request is allowed in one room.
-#[derive(Debug, Clone, PartialEq)]
+/// What a connection or request is allowed in one room. The Worker hands
+/// it to the relay, which keeps it in the socket's attachment.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     /// The user (`sub`), or `None` for an anonymous reader of a public room.
     pub user: Option<String>,
