@@ -189,7 +189,7 @@ mod tests {
         assert_eq!(parse(&welcome_frame("r", "c", "oc", "e", 3, Some(false)))["recovered"], false);
         let m = Message { seq: Some(1), ts: 2, from: None, mid: None, data: raw("[1]") };
         assert_eq!(
-            parse(&history_frame(None, "e\"1", &[m.clone()], true)),
+            parse(&history_frame(None, "e\"1", std::slice::from_ref(&m), true)),
             json!({"epoch":"e\"1","messages":[{"t":"msg","seq":1,"ts":2,"data":[1],"from":null}],"more":true})
         );
         assert_eq!(

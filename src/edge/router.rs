@@ -81,7 +81,7 @@ fn secret(env: &Env) -> Option<String> {
 }
 
 fn grant_for(req: &Request, env: &Env, config: &Config, room: &str, cap: Capability) -> std::result::Result<Grant, Rejection> {
-    let now_s = (js::now_ms() / 1000) as u64;
+    let now_s = js::now_ms() / 1000;
     let secret = secret(env);
     let token = presented_token(req);
     let grant = authorize(

@@ -1,0 +1,137 @@
+//! Markdown tables from one bench run's JSON files (`bench/results/<run>/`).
+//! Every number is read from the files; ratios are against the `raw` target
+//! of the same scenario, measured in the same run.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+fn f(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "–".to_owned(), |x| format!("{x:.digits$}"))
+}
+
+fn ptr(v: &Value, path: &str) -> Option<f64> {
+    v.pointer(path).and_then(Value::as_f64)
+}
+
+pub fn render(dir: &Path) -> Result<String> {
+    let mut files: Vec<(String, Value)> = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p)?;
+        let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+        files.push((p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned(), v));
+    }
+    let mut md = String::new();
+
+    // Fan-out runs.
+    let runs: Vec<&Value> = files.iter().map(|(_, v)| v).filter(|v| v["kind"] == "run").collect();
+    if !runs.is_empty() {
+        writeln!(md, "| scenario | server | N | msgs | rate msg/s | deliveries/s | × raw | p50 ms | p99 ms | max ms | lost | dup | msgs/frame | all open s | RSS KB/conn | CPU ms/1k deliv (user+proxy) | primary sends/msg |")?;
+        writeln!(md, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
+        for run in runs {
+            let label = run["label"].as_str().unwrap_or("?");
+            let mut by_target: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
+            let mut order: Vec<String> = Vec::new();
+            for e in run["results"].as_array().into_iter().flatten() {
+                let name = e["target"]["name"].as_str().unwrap_or("?").to_owned();
+                if !order.contains(&name) {
+                    order.push(name.clone());
+                }
+                by_target.entry(name).or_default().push(e);
+            }
+            let med = |name: &str, path: &str| median(by_target.get(name).into_iter().flatten().filter_map(|e| ptr(e, path)).collect());
+            let raw_dps = med("raw", "/result/deliveries_per_s");
+            order.sort_by_key(|n| match n.as_str() { "raw" => 0, "partyserver" => 1, _ => 2 });
+            for name in &order {
+                let dps = med(name, "/result/deliveries_per_s");
+                let ratio = match (dps, raw_dps) { (Some(a), Some(b)) if b > 0.0 => Some(a / b), _ => None };
+                let cpu = med(name, "/result/cpu/user_ms").zip(med(name, "/result/cpu/proxy_ms")).zip(med(name, "/result/delivered"))
+                    .map(|((u, p), d)| if d > 0.0 { format!("{:.1}+{:.1}", u * 1000.0 / d, p * 1000.0 / d) } else { "–".into() })
+                    .unwrap_or_else(|| "–".into());
+                let lost: f64 = by_target.get(name).into_iter().flatten().filter_map(|e| ptr(e, "/result/lost")).sum();
+                let dup: f64 = by_target.get(name).into_iter().flatten().filter_map(|e| ptr(e, "/result/duplicates")).sum();
+                let failed: f64 = by_target.get(name).into_iter().flatten().filter_map(|e| ptr(e, "/connect/failed")).sum();
+                let n = format!("{}{}", run["n"], if failed > 0.0 { format!(" ({failed} failed)") } else { String::new() });
+                let rate = run["rate"].as_f64().map_or("–".into(), |r| if r > 0.0 { format!("{r}") } else { "max".into() });
+                writeln!(
+                    md,
+                    "| {label} | {name} | {n} | {} | {rate} | {} | {} | {} | {} | {} | {lost} | {dup} | {} | {} | {} | {cpu} | {} |",
+                    run["m"],
+                    f(dps, 0),
+                    f(ratio, 2),
+                    f(med(name, "/result/latency_ms/p50"), 1),
+                    f(med(name, "/result/latency_ms/p99"), 1),
+                    f(med(name, "/result/latency_ms/max"), 1),
+                    f(med(name, "/result/msgs_per_frame"), 2),
+                    f(med(name, "/connect/all_open_ms").map(|x| x / 1e3), 2),
+                    f(med(name, "/connect/rss_per_conn_kb"), 1),
+                    f(med(name, "/result/herald_stats/primary_sends_per_msg"), 2),
+                )?;
+            }
+        }
+        writeln!(md)?;
+    }
+
+    // Saturation.
+    for (_, v) in files.iter().filter(|(_, v)| v["kind"] == "saturate") {
+        writeln!(md, "Saturation at N = {} (step {} s per rate; pass = p99 < {} ms, nothing lost, rate sustained):\n", v["n"], v["step_s"], v["p99_limit_ms"])?;
+        writeln!(md, "| server | highest passing rate msg/s | deliveries/s there | × raw | msgs/frame | p99 ms | failed at |")?;
+        writeln!(md, "|---|--:|--:|--:|--:|--:|---|")?;
+        let summary = v["summary"].as_array().cloned().unwrap_or_default();
+        let raw_dps = summary.iter().find(|s| s["target"]["name"] == "raw").and_then(|s| ptr(s, "/best/deliveries_per_s"));
+        for s in &summary {
+            let dps = ptr(s, "/best/deliveries_per_s");
+            let ratio = match (dps, raw_dps) { (Some(a), Some(b)) if b > 0.0 => Some(a / b), _ => None };
+            let failed = if s["failed_at"].is_null() { "not reached".to_owned() } else { format!("{} msg/s: {}", s["failed_at"]["rate"], s["failed_at"]["reason"].as_str().unwrap_or("")) };
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {failed} |",
+                s["target"]["name"].as_str().unwrap_or("?"),
+                f(ptr(s, "/best/rate"), 0),
+                f(dps, 0),
+                f(ratio, 2),
+                f(ptr(s, "/best/msgs_per_frame"), 2),
+                f(ptr(s, "/best/p99_ms"), 1),
+            )?;
+        }
+        writeln!(md)?;
+    }
+
+    // Cold start.
+    let colds: Vec<&Value> = files.iter().map(|(_, v)| v).filter(|v| v["kind"] == "coldstart").collect();
+    if !colds.is_empty() {
+        writeln!(md, "| cold start (spawn `wrangler dev` →) | samples | WebSocket open ms (median) | first frame ms (median) |")?;
+        writeln!(md, "|---|--:|--:|--:|")?;
+        for c in colds {
+            let samples = c["samples"].as_array().cloned().unwrap_or_default();
+            let col = |k: &str| median(samples.iter().filter_map(|s| s[k].as_f64()).collect());
+            writeln!(md, "| {} | {} | {} | {} |", c["name"].as_str().unwrap_or("?"), samples.len(), f(col("open_ms"), 0), f(col("first_frame_ms"), 0))?;
+        }
+        writeln!(md)?;
+    }
+
+    // Build facts written by scripts/bench.
+    if let Some((_, meta)) = files.iter().find(|(_, v)| v["kind"] == "meta") {
+        if let (Some(raw), Some(gz)) = (meta["wasm_bytes"].as_f64(), meta["wasm_gzip_bytes"].as_f64()) {
+            writeln!(md, "Herald .wasm: {:.1} KB raw, {:.1} KB gzip -9.\n", raw / 1024.0, gz / 1024.0)?;
+        }
+    }
+    Ok(md)
+}
