@@ -229,7 +229,10 @@ impl RelayInner {
             let report = self.with_core(|c| c.join_report(open))?;
             let room = self.room_header()?;
             let reply: JoinReply = call_json(&self.room_stub()?, path::REPORT, &[(link::HDR_ROOM, &room)], &report).await?;
-            self.with_core(|c| c.joined(reply, open))?;
+            // Count again: a client admitted while the join was in flight
+            // must keep the cursor it was welcomed at.
+            let open_now = self.open_connections();
+            self.with_core(|c| c.joined(reply, open_now))?;
         }
         match resume {
             None => Ok((None, Vec::new())),
