@@ -11,16 +11,10 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{http_json, unique_room, Client, Server, ServerOpts};
+use support::{http_json, http_pub, unique_room, Client, Server, ServerOpts};
 
 const T: Duration = Duration::from_secs(20);
 
-async fn http_pub(server: &Server, room: &str, body: Value) -> Value {
-    let url = format!("{}/v1/rooms/{room}/messages", server.base_url());
-    let (status, v) = http_json("POST", &url, Some(&body)).await;
-    assert_eq!(status, 200, "POST {body}: {v}");
-    v
-}
 
 /// Sends `frame` and returns the `history` or `err` answer carrying `id`.
 async fn ask(c: &mut Client, frame: Value) -> Value {

@@ -10,16 +10,10 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{http_json, unique_room, Client, Server, ServerOpts};
+use support::{http_json, http_pub, unique_room, Client, Server, ServerOpts};
 
 const T: Duration = Duration::from_secs(20);
 
-async fn http_pub(server: &Server, room: &str, body: Value) -> Value {
-    let url = format!("{}/v1/rooms/{room}/messages", server.base_url());
-    let (status, v) = http_json("POST", &url, Some(&body)).await;
-    assert_eq!(status, 200, "POST {body}: {v}");
-    v
-}
 
 /// Sends a `pub` with `id` and returns its ack's seq.
 async fn ws_pub(c: &mut Client, id: &str, data: Value, mid: &str) -> u64 {

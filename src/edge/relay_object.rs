@@ -81,6 +81,15 @@ struct RelayInner {
     heartbeat_running: Cell<bool>,
 }
 
+/// A client the relay has let in, ready to be attached.
+struct Admitted {
+    grant: Grant,
+    recovered: Option<bool>,
+    replay: Vec<JsValue>,
+    conn: String,
+    welcome: String,
+}
+
 /// One SSE client: the writing end of its response stream.
 struct SseClient {
     tx: UnboundedSender<std::result::Result<Vec<u8>, worker::Error>>,
@@ -244,16 +253,30 @@ impl RelayInner {
         }
     }
 
-    async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
-        let grant: Grant = serde_json::from_str(&header(req, link::HDR_GRANT)?)?;
+    /// Admits a WebSocket or SSE client: its grant from the Worker, the
+    /// join and resume work, then its connection id and welcome. `Err(Ok(r))`
+    /// is a refusal to answer with (the relay is full).
+    async fn admit_client(&self, req: &Request) -> std::result::Result<Admitted, Result<Response>> {
+        let grant: Grant = header(req, link::HDR_GRANT)
+            .and_then(|g| Ok(serde_json::from_str(&g)?))
+            .map_err(Err)?;
         let (recovered, replay) = match self.prepare_client(req).await {
-            Err(e) if Overloaded::is(&e) => return overloaded_response(),
-            other => other?,
+            Err(e) if Overloaded::is(&e) => return Err(overloaded_response()),
+            other => other.map_err(Err)?,
         };
-        // From here to the end nothing awaits: the welcome's seq, the replay
-        // and the socket joining the fan-out happen at one point in the stream.
-        let Some((conn, welcome)) = self.with_core(|c| c.admit(recovered))? else {
-            return Err(worker::Error::RustError("relay has not joined".into()));
+        // The caller must not await between this and joining the fan-out, so
+        // the welcome's seq, the replay and live messages meet at one point.
+        match self.with_core(|c| c.admit(recovered)) {
+            Ok(Some((conn, welcome))) => Ok(Admitted { grant, recovered, replay, conn, welcome }),
+            Ok(None) => Err(Err(worker::Error::RustError("relay has not joined".into()))),
+            Err(e) => Err(Err(e)),
+        }
+    }
+
+    async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
+        let Admitted { grant, replay, conn, welcome, .. } = match self.admit_client(req).await {
+            Ok(a) => a,
+            Err(answer) => return answer,
         };
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
@@ -279,13 +302,9 @@ impl RelayInner {
     /// An SSE stream: `welcome`, then `reset` if a resume was refused, the
     /// replay, and live events.
     async fn events(self: Rc<Self>, req: &Request) -> Result<Response> {
-        let grant: Grant = serde_json::from_str(&header(req, link::HDR_GRANT)?)?;
-        let (recovered, replay) = match self.prepare_client(req).await {
-            Err(e) if Overloaded::is(&e) => return overloaded_response(),
-            other => other?,
-        };
-        let Some((_conn, welcome)) = self.with_core(|c| c.admit(recovered))? else {
-            return Err(worker::Error::RustError("relay has not joined".into()));
+        let Admitted { grant, recovered, replay, welcome, .. } = match self.admit_client(req).await {
+            Ok(a) => a,
+            Err(answer) => return answer,
         };
         let epoch = self.with_core(|c| c.epoch().unwrap_or_default().to_owned())?;
         let mut head = String::from(sse::RETRY);

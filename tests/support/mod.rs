@@ -648,6 +648,15 @@ pub async fn http(method: &str, url: &str, body: Option<&str>) -> (u16, String) 
     }
 }
 
+/// Publishes `body` (`{"data":…}`) to `room` over HTTP and returns the
+/// answer, asserting it is 200.
+pub async fn http_pub(server: &Server, room: &str, body: Value) -> Value {
+    let url = format!("{}/v1/rooms/{room}/messages", server.base_url());
+    let (status, v) = http_json("POST", &url, Some(&body)).await;
+    assert_eq!(status, 200, "POST {body}: {v}");
+    v
+}
+
 /// `(status, parsed body)`; a body that is not JSON becomes `Value::String`.
 pub async fn http_json(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
     let body = body.map(Value::to_string);
