@@ -36,6 +36,8 @@ pub struct Config {
     pub pub_burst: u32,
     /// `HERALD_MAX_CONNECTIONS_PER_RELAY`: past it, connects get 503.
     pub max_connections_per_relay: u32,
+    /// `HERALD_MAX_BATCH`: most messages per client batch frame.
+    pub max_batch: usize,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             pub_rate: 20,
             pub_burst: 40,
             max_connections_per_relay: 10_000,
+            max_batch: crate::room::MAX_BATCH_MESSAGES,
         }
     }
 }
@@ -129,6 +132,7 @@ impl Config {
                 "an integer from 1 to 1000000",
                 d.max_connections_per_relay.into(),
             )? as u32,
+            max_batch: int("HERALD_MAX_BATCH", 1..=1000, "an integer from 1 to 1000", d.max_batch as u64)? as usize,
         })
     }
 

@@ -19,7 +19,9 @@ use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 
-/// Most messages in one delivery (and so in one client batch frame).
+/// Most messages in one delivery (and so in one client batch frame), by
+/// default; `HERALD_MAX_BATCH` sets it (1 turns batching off, for measuring
+/// what batching buys).
 pub const MAX_BATCH_MESSAGES: usize = 256;
 /// Most bytes of message frames in one delivery; a single larger message
 /// still goes alone.
@@ -166,6 +168,7 @@ pub struct RoomCore {
     history: History,
     /// When the alarm is set for, as far as this object knows.
     alarm_at: Option<u64>,
+    max_batch: usize,
 }
 
 impl RoomCore {
@@ -188,6 +191,7 @@ impl RoomCore {
             batch_cache: None,
             history: History::new(retention, Vec::new(), Vec::new()),
             alarm_at: None,
+            max_batch: MAX_BATCH_MESSAGES,
         };
         match restored {
             Some(r) => {
@@ -205,6 +209,11 @@ impl RoomCore {
             }),
         }
         core
+    }
+
+    /// Sets the most messages per delivery (at least 1).
+    pub fn set_max_batch(&mut self, messages: usize) {
+        self.max_batch = messages.max(1);
     }
 
     pub fn room(&self) -> &str {
@@ -384,12 +393,13 @@ impl RoomCore {
     }
 
     fn start_delivery(&mut self, region: Region) -> Option<Delivery> {
+        let max_batch = self.max_batch;
         let link = self.relays.get_mut(&region)?;
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(front) = link.queue.front() {
             let fits = batch.is_empty()
-                || (batch.len() < MAX_BATCH_MESSAGES && bytes + front.frame.len() <= MAX_BATCH_BYTES);
+                || (batch.len() < max_batch && bytes + front.frame.len() <= MAX_BATCH_BYTES);
             if !fits {
                 break;
             }
@@ -559,6 +569,20 @@ mod tests {
         assert_eq!(core.stats(0).relays.len(), 1, "kept while a delivery is in flight");
         core.delivered(Region::Sam, Ok(report(Region::Sam, 0)));
         assert!(core.stats(0).relays.is_empty());
+    }
+
+    #[test]
+    fn max_batch_one_sends_messages_singly() {
+        let mut core = RoomCore::new("r", None, "e".into(), Retention::default());
+        core.set_max_batch(1);
+        core.report(report(Region::Afr, 1));
+        for i in 0..3 {
+            core.publish(1, pub_(&i.to_string()));
+        }
+        let acts = drain(&mut core);
+        let d = deliveries(&acts)[0];
+        assert_eq!((d.first, d.last), (Some(1), Some(1)));
+        assert!(d.frame.starts_with('{'), "a lone message is not wrapped in an array");
     }
 
     #[test]

@@ -85,9 +85,10 @@ impl RoomInner {
             (None, Some(req)) => header(req, link::HDR_ROOM)?,
             (None, None) => return Err(worker::Error::RustError("room does not know its name".into())),
         };
-        let retention = self.config.as_ref().map_err(|e| worker::Error::RustError(e.clone()))?.retention();
+        let config = self.config.as_ref().map_err(|e| worker::Error::RustError(e.clone()))?;
         let restored = storage::load(&self.state.storage().sql())?;
-        let core = RoomCore::new(room, restored, js::random_tag(12), retention);
+        let mut core = RoomCore::new(room, restored, js::random_tag(12), config.retention());
+        core.set_max_batch(config.max_batch);
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }
