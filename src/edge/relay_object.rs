@@ -230,10 +230,6 @@ impl RelayInner {
         self.ensure_core(Some(req))?;
         let resume = resume_request(req)?;
         let open = self.open_connections();
-        let max = self.config()?.max_connections_per_relay;
-        if open >= max {
-            return Err(Overloaded(max).into());
-        }
         if self.with_core(|c| c.needs_join(open))? {
             let report = self.with_core(|c| c.join_report(open))?;
             let room = self.room_header()?;
@@ -260,10 +256,14 @@ impl RelayInner {
         let grant: Grant = header(req, link::HDR_GRANT)
             .and_then(|g| Ok(serde_json::from_str(&g)?))
             .map_err(Err)?;
-        let (recovered, replay) = match self.prepare_client(req).await {
-            Err(e) if Overloaded::is(&e) => return Err(overloaded_response()),
-            other => other.map_err(Err)?,
-        };
+        let max = self.config().map_err(Err)?.max_connections_per_relay;
+        if self.open_connections() >= max {
+            return Err(super::http::reject_with(
+                ErrorCode::Overloaded,
+                "this region's relay is at its connection limit; retry later",
+            ));
+        }
+        let (recovered, replay) = self.prepare_client(req).await.map_err(Err)?;
         // The caller must not await between this and joining the fan-out, so
         // the welcome's seq, the replay and live messages meet at one point.
         match self.with_core(|c| c.admit(recovered)) {
@@ -437,16 +437,19 @@ impl RelayInner {
         let first_ts = seq(link::HDR_FIRST_TS)?.unwrap_or(0);
         // The body stays a JS string: it is sent to every socket as is.
         let body = JsFuture::from(req.inner().text().map_err(worker::Error::from)?).await.map_err(worker::Error::from)?;
+        // The fan-out already touches every socket; its count is the report's
+        // connection count, so the hot path walks the sockets once.
+        let mut reached = None;
         match self.with_core(|c| c.plan_delivery(&epoch, first, last))? {
             DeliveryPlan::Forward => {
-                self.fan_out(&body);
+                reached = Some(self.fan_out(&body));
                 self.keep(first, last, first_ts, &body)?;
             }
             DeliveryPlan::Skip => {}
             DeliveryPlan::Trim { after } => {
                 if let Some(kept) = body.as_string().and_then(|f| trim_frame(&f, after, true)) {
                     let kept = JsValue::from_str(&kept);
-                    self.fan_out(&kept);
+                    reached = Some(self.fan_out(&kept));
                     // The stamp is of a message before the kept ones: older
                     // is the safe side for the retention check.
                     self.keep(Some(after + 1), last, first_ts, &kept)?;
@@ -462,14 +465,14 @@ impl RelayInner {
                     Ok((_, None, _)) => console_error!("relay: repair {after}..{upto} found nothing"),
                     Err(e) => console_error!("relay: repair {after}..{upto} failed: {e}"),
                 }
-                self.fan_out(&body);
+                reached = Some(self.fan_out(&body));
                 self.keep(first, last, first_ts, &body)?;
                 if let Some(last) = last {
                     self.with_core(|c| c.repaired(last))?;
                 }
             }
         }
-        let open = self.open_connections();
+        let open = reached.unwrap_or_else(|| self.open_connections());
         json(&self.with_core(|c| c.report(open))?)
     }
 
@@ -482,7 +485,9 @@ impl RelayInner {
     }
 
     /// One JS string to every socket, and its events to every SSE stream.
-    fn fan_out(self: &Rc<Self>, frame: &JsValue) {
+    /// Returns how many clients it reached: a socket that is closing throws
+    /// on `send`, so this is the open count `open_connections` would find.
+    fn fan_out(self: &Rc<Self>, frame: &JsValue) -> u32 {
         let sent = self.state.get_websockets().iter().filter(|ws| js::send_shared(ws, frame)).count();
         let _ = self.with_core(|c| c.sent(sent as u64));
         if !self.sse.borrow().is_empty() {
@@ -491,6 +496,7 @@ impl RelayInner {
                 self.write_sse(sse::delivery_events(&text, &epoch).as_bytes());
             }
         }
+        u32::try_from(sent + self.sse.borrow().len()).unwrap_or(u32::MAX)
     }
 
     async fn on_text(self: Rc<Self>, ws: WebSocket, text: &str) {
@@ -695,28 +701,6 @@ impl RelayInner {
             }
         });
     }
-}
-
-/// The relay is full: new connections are refused with 503 `overloaded`.
-#[derive(Debug)]
-struct Overloaded(u32);
-
-impl Overloaded {
-    fn is(e: &worker::Error) -> bool {
-        matches!(e, worker::Error::RustError(m) if m.starts_with(OVERLOADED))
-    }
-}
-
-const OVERLOADED: &str = "overloaded:";
-
-impl From<Overloaded> for worker::Error {
-    fn from(o: Overloaded) -> Self {
-        worker::Error::RustError(format!("{OVERLOADED} {} connections", o.0))
-    }
-}
-
-fn overloaded_response() -> Result<Response> {
-    super::http::reject_with(ErrorCode::Overloaded, "this region's relay is at its connection limit; retry later")
 }
 
 /// `?since=N&epoch=E` as the router forwarded it (already validated).
