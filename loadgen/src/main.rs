@@ -128,6 +128,13 @@ enum Cmd {
         /// Result directory of one bench run.
         dir: PathBuf,
     },
+    /// Print the port of the runtime's own entry socket under a `wrangler
+    /// dev` process group: the user workerd's listener that answers
+    /// `GET /healthz`, which bypasses wrangler's proxy worker.
+    RuntimePort {
+        #[arg(long)]
+        pgid: i32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -137,6 +144,10 @@ fn main() -> Result<()> {
         match cli.cmd {
             Cmd::Report { dir } => {
                 print!("{}", report::render(&dir)?);
+                Ok(())
+            }
+            Cmd::RuntimePort { pgid } => {
+                println!("{}", runtime_port(pgid).await?);
                 Ok(())
             }
             cmd => {
@@ -149,7 +160,7 @@ fn main() -> Result<()> {
                     Cmd::Coldstart { name, mode, port, region, samples, deadline_s, cwd, out, command } => {
                         (out, coldstart(&name, &mode, port, region, samples, deadline_s, cwd, &command).await?)
                     }
-                    Cmd::Report { .. } => unreachable_cmd()?,
+                    Cmd::Report { .. } | Cmd::RuntimePort { .. } => unreachable_cmd()?,
                 };
                 let mut value = value;
                 value["fd_limit"] = json!(limit);
@@ -165,7 +176,26 @@ fn main() -> Result<()> {
 }
 
 fn unreachable_cmd() -> Result<(Option<PathBuf>, Value)> {
-    Err(anyhow!("report is handled above"))
+    Err(anyhow!("handled above"))
+}
+
+/// The user workerd's entry port in process group `pgid`: of its listeners
+/// (entry, inspector, debug), the one that serves the worker's `/healthz`.
+async fn runtime_port(pgid: i32) -> Result<u16> {
+    let user = procs::workerd_in_group(pgid)
+        .into_iter()
+        .find(|p| p.role == "user")
+        .ok_or_else(|| anyhow!("no user workerd in process group {pgid}"))?;
+    for port in procs::listening_ports(user.pid) {
+        let probe = async {
+            let mut conn = http::HttpConn::connect(port).await?;
+            conn.request("GET", "/healthz", None).await
+        };
+        if let Ok(Ok((200, _))) = tokio::time::timeout(Duration::from_secs(2), probe).await {
+            return Ok(port);
+        }
+    }
+    bail!("workerd {} has no listener answering /healthz", user.pid)
 }
 
 fn targets(c: &Common) -> Result<Vec<Target>> {

@@ -107,3 +107,55 @@ pub fn group_alive(pgid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
     pgid > 0 && unsafe { libc::kill(-pgid, 0) } == 0
 }
+
+/// TCP ports that process `pid` listens on (IPv4), from `/proc/net/tcp`
+/// and the process's socket descriptors.
+pub fn listening_ports(pid: i32) -> Vec<u16> {
+    let mut inodes = std::collections::HashSet::new();
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        for entry in dir.flatten() {
+            if let Ok(link) = std::fs::read_link(entry.path()) {
+                let link = link.to_string_lossy().into_owned();
+                if let Some(inode) = link.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']')) {
+                    inodes.insert(inode.to_owned());
+                }
+            }
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    listening_in_table(&table, &inodes)
+}
+
+/// `/proc/net/tcp` rows in state LISTEN (0A) whose inode is in `inodes`.
+fn listening_in_table(table: &str, inodes: &std::collections::HashSet<String>) -> Vec<u16> {
+    let mut ports: Vec<u16> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (f.get(1)?, f.get(3)?, f.get(9)?);
+            if *state != "0A" || !inodes.contains(*inode) {
+                return None;
+            }
+            u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn finds_only_listening_sockets_of_the_process() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:9A5B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1 0000000000000000 100 0 0 10 0\n\
+   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1 0000000000000000 100 0 0 10 0\n\
+   2: 0100007F:9A5B 0100007F:D3C2 01 00000000:00000000 00:00000000 00000000     0        0 333 1 0000000000000000 20 4 30 10 -1\n";
+        let mine: std::collections::HashSet<String> = ["111", "333"].iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(listening_in_table(table, &mine), vec![0x9A5B]);
+    }
+}

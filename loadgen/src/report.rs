@@ -132,6 +132,10 @@ pub fn render(dir: &Path) -> Result<String> {
         if let (Some(raw), Some(gz)) = (meta["wasm_bytes"].as_f64(), meta["wasm_gzip_bytes"].as_f64()) {
             writeln!(md, "Herald .wasm: {:.1} KB raw, {:.1} KB gzip -9.\n", raw / 1024.0, gz / 1024.0)?;
         }
+        if let Some(route) = meta["route"].as_str() {
+            let how = if route == "proxy" { "the dev port, through wrangler's proxy worker" } else { "the runtime's entry socket (user workerd), bypassing wrangler's proxy worker" };
+            writeln!(md, "Route: every server through {how}.\n")?;
+        }
     }
     Ok(md)
 }
