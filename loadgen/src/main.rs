@@ -292,32 +292,26 @@ async fn saturate(c: &Common, rates: &[f64], step_s: f64, p99_limit_ms: f64, war
             let idx = (j + step) % targets.len();
             let Some(s) = sessions[idx].as_mut() else { continue };
             any = true;
-            let r = s.measure(m, rate, &phase_opts(c)).await?;
-            let p99 = r["latency_ms"]["p99"].as_f64().unwrap_or(f64::MAX);
-            let achieved = r["rate_achieved"].as_f64().unwrap_or(0.0);
-            let lost = r["lost"].as_u64().unwrap_or(u64::MAX);
-            let errors = r["publish_errors"].as_u64().unwrap_or(u64::MAX);
-            let reason = if lost > 0 {
-                Some(format!("lost {lost}"))
-            } else if r["duplicates"].as_u64().unwrap_or(0) > 0 {
-                Some("duplicates".to_owned())
-            } else if errors > 0 {
-                Some(format!("{errors} publish errors"))
-            } else if p99 >= p99_limit_ms {
-                Some(format!("p99 {p99:.1} ms"))
-            } else if achieved < 0.95 * rate {
-                Some(format!("publisher reached only {achieved:.0}/s"))
-            } else {
-                None
-            };
-            eprintln!(
-                "[loadgen] {} rate {rate}/s: {} {:.0} deliveries/s p99 {p99:.1} ms {}",
-                c.label,
-                targets[idx].name,
-                r["deliveries_per_s"].as_f64().unwrap_or(0.0),
-                reason.as_deref().unwrap_or("ok")
-            );
-            steps.push(json!({"target": targets[idx].name, "rate": rate, "pass": reason.is_none(), "reason": reason, "result": r}));
+            // A step that fails is run once more, for every server alike: a
+            // 4 s step's p99 rests on a few messages, and one stall of the
+            // shared machine (a GC, an fsync) should not end a server's search.
+            let (mut r, mut reason, mut p99) = (Value::Null, None, f64::MAX);
+            for attempt in 1..=SATURATION_ATTEMPTS {
+                r = s.measure(m, rate, &phase_opts(c)).await?;
+                p99 = r["latency_ms"]["p99"].as_f64().unwrap_or(f64::MAX);
+                reason = step_failure(&r, rate, p99_limit_ms);
+                eprintln!(
+                    "[loadgen] {} rate {rate}/s: {} {:.0} deliveries/s p99 {p99:.1} ms {} (attempt {attempt})",
+                    c.label,
+                    targets[idx].name,
+                    r["deliveries_per_s"].as_f64().unwrap_or(0.0),
+                    reason.as_deref().unwrap_or("ok")
+                );
+                steps.push(json!({"target": targets[idx].name, "rate": rate, "attempt": attempt, "pass": reason.is_none(), "reason": reason, "result": r}));
+                if reason.is_none() {
+                    break;
+                }
+            }
             if let Some(reason) = reason {
                 failed_at[idx] = Some(json!({"rate": rate, "reason": reason}));
                 if let Some(s) = sessions[idx].take() {
@@ -340,6 +334,30 @@ async fn saturate(c: &Common, rates: &[f64], step_s: f64, p99_limit_ms: f64, war
         s.close().await;
     }
     Ok(json!({"kind": "saturate", "label": c.label, "n": c.n, "rates": rates, "step_s": step_s, "p99_limit_ms": p99_limit_ms, "summary": summary, "steps": steps}))
+}
+
+/// Attempts per saturation step before a server is out.
+const SATURATION_ATTEMPTS: u32 = 2;
+
+/// Why a saturation step failed, or `None` when it passed.
+fn step_failure(r: &Value, rate: f64, p99_limit_ms: f64) -> Option<String> {
+    let p99 = r["latency_ms"]["p99"].as_f64().unwrap_or(f64::MAX);
+    let achieved = r["rate_achieved"].as_f64().unwrap_or(0.0);
+    let lost = r["lost"].as_u64().unwrap_or(u64::MAX);
+    let errors = r["publish_errors"].as_u64().unwrap_or(u64::MAX);
+    if lost > 0 {
+        Some(format!("lost {lost}"))
+    } else if r["duplicates"].as_u64().unwrap_or(0) > 0 {
+        Some("duplicates".to_owned())
+    } else if errors > 0 {
+        Some(format!("{errors} publish errors"))
+    } else if p99 >= p99_limit_ms {
+        Some(format!("p99 {p99:.1} ms"))
+    } else if achieved < 0.95 * rate {
+        Some(format!("publisher reached only {achieved:.0}/s"))
+    } else {
+        None
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -112,6 +112,7 @@ pub fn render(dir: &Path) -> Result<String> {
             )?;
         }
         writeln!(md)?;
+        shared_rate_latency(&mut md, v)?;
     }
 
     // Cold start.
@@ -136,6 +137,48 @@ pub fn render(dir: &Path) -> Result<String> {
             let how = if route == "proxy" { "the dev port, through wrangler's proxy worker" } else { "the runtime's entry socket (user workerd), bypassing wrangler's proxy worker" };
             writeln!(md, "Route: every server through {how}.\n")?;
         }
+        if let Some(obs) = meta["observability"].as_str() {
+            writeln!(md, "wrangler's local observability tail: {obs} for every server.\n")?;
+        }
     }
     Ok(md)
+}
+
+/// p99 at each rate that every server of a saturation run sustained, with
+/// each server's ratio to `raw`: the latency comparison at equal load.
+fn shared_rate_latency(md: &mut String, v: &Value) -> std::fmt::Result {
+    let names: Vec<String> = v["summary"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["target"]["name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let steps = v["steps"].as_array().cloned().unwrap_or_default();
+    let passed = |name: &str, rate: f64| {
+        steps
+            .iter()
+            .find(|s| s["target"] == name && s["rate"].as_f64() == Some(rate) && s["pass"] == true)
+            .and_then(|s| ptr(s, "/result/latency_ms/p99"))
+    };
+    let rates: Vec<f64> = v["rates"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+    let rows: Vec<(f64, Vec<f64>)> = rates
+        .iter()
+        .filter_map(|&rate| names.iter().map(|n| passed(n, rate)).collect::<Option<Vec<f64>>>().map(|p| (rate, p)))
+        .collect();
+    if rows.is_empty() || names.is_empty() {
+        return Ok(());
+    }
+    let raw = names.iter().position(|n| n == "raw");
+    writeln!(md, "p99 ms at the rates every server sustained (× raw in brackets):\n")?;
+    writeln!(md, "| rate msg/s | {} |", names.join(" | "))?;
+    writeln!(md, "|--:|{}", "--:|".repeat(names.len()))?;
+    for (rate, p99s) in rows {
+        let cells: Vec<String> = p99s
+            .iter()
+            .map(|p| match raw.map(|i| p99s[i]) {
+                Some(r) if r > 0.0 => format!("{p:.1} ({:.2})", p / r),
+                _ => format!("{p:.1}"),
+            })
+            .collect();
+        writeln!(md, "| {rate} | {} |", cells.join(" | "))?;
+    }
+    writeln!(md)
 }
