@@ -22,8 +22,10 @@ impl HttpConn {
     /// One request on the kept-alive connection: `(status, body)`.
     pub async fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, String)> {
         let body = body.unwrap_or("");
+        // Herald's stats need a token with `admin`; the bench's carries it.
+        let auth = std::env::var("HERALD_TOKEN").map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
         let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.port,
             body.len()
         );

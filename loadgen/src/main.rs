@@ -128,6 +128,11 @@ enum Cmd {
         /// Result directory of one bench run.
         dir: PathBuf,
     },
+    /// Exit non-zero if any server of a bench run lost, duplicated or failed
+    /// (the smoke run in `scripts/test`; speed is not judged).
+    Check {
+        dir: PathBuf,
+    },
     /// Print the port of the runtime's own entry socket under a `wrangler
     /// dev` process group: the user workerd's listener that answers
     /// `GET /healthz`, which bypasses wrangler's proxy worker.
@@ -146,6 +151,18 @@ fn main() -> Result<()> {
                 print!("{}", report::render(&dir)?);
                 Ok(())
             }
+            Cmd::Check { dir } => {
+                let problems = report::problems(&dir)?;
+                for p in &problems {
+                    eprintln!("[loadgen] check: {p}");
+                }
+                if problems.is_empty() {
+                    println!("check: every server delivered every message exactly once");
+                    Ok(())
+                } else {
+                    bail!("{} problems in {}", problems.len(), dir.display())
+                }
+            }
             Cmd::RuntimePort { pgid } => {
                 println!("{}", runtime_port(pgid).await?);
                 Ok(())
@@ -160,7 +177,7 @@ fn main() -> Result<()> {
                     Cmd::Coldstart { name, mode, port, region, samples, deadline_s, cwd, out, command } => {
                         (out, coldstart(&name, &mode, port, region, samples, deadline_s, cwd, &command).await?)
                     }
-                    Cmd::Report { .. } | Cmd::RuntimePort { .. } => unreachable_cmd()?,
+                    Cmd::Report { .. } | Cmd::RuntimePort { .. } | Cmd::Check { .. } => unreachable_cmd()?,
                 };
                 let mut value = value;
                 value["fd_limit"] = json!(limit);

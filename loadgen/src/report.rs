@@ -26,6 +26,50 @@ fn ptr(v: &Value, path: &str) -> Option<f64> {
     v.pointer(path).and_then(Value::as_f64)
 }
 
+/// What is wrong with a bench run's `run` results: a session that failed,
+/// a measurement missing, or a message lost or duplicated. Empty when every
+/// server delivered everything exactly once. Speed is not judged here.
+pub fn problems(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (file, v) in read_results(dir)? {
+        if v["kind"] != "run" {
+            continue;
+        }
+        for r in v["results"].as_array().cloned().unwrap_or_default() {
+            let who = format!("{file}: {} round {}", r["target"]["name"].as_str().unwrap_or("?"), r["round"]);
+            if let Some(e) = r["error"].as_str() {
+                out.push(format!("{who}: {e}"));
+            } else if r["result"].is_null() {
+                out.push(format!("{who}: no measurement (no subscriber opened)"));
+            } else {
+                let (lost, dup) = (r["result"]["lost"].as_u64(), r["result"]["duplicates"].as_u64());
+                if lost != Some(0) || dup != Some(0) {
+                    out.push(format!("{who}: lost {lost:?}, duplicated {dup:?}"));
+                }
+                if r["connect"]["failed"].as_u64().unwrap_or(0) > 0 {
+                    out.push(format!("{who}: {} connects failed", r["connect"]["failed"]));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn read_results(dir: &Path) -> Result<Vec<(String, Value)>> {
+    let mut files: Vec<(String, Value)> = Vec::new();
+    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p)?;
+        let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
+        files.push((p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned(), v));
+    }
+    Ok(files)
+}
+
 pub fn render(dir: &Path) -> Result<String> {
     let mut files: Vec<(String, Value)> = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.flatten().map(|e| e.path()).collect();
