@@ -129,11 +129,32 @@ pub struct PubOutcome {
     pub ts: u64,
 }
 
-/// Room → Relay: the outcomes, in the order of the batch.
+/// Room → Relay: the outcomes, in the order of the batch, and the relay's
+/// next delivery when one was due, riding in the answer instead of a call of
+/// its own (see [`crate::room::RoomCore::reply_delivery`]).
+///
+/// On the wire the answer is this JSON on one line; with a delivery, a
+/// newline and the client frame follow, unescaped, so the relay can hand it
+/// to its sockets without decoding it (serde_json never writes a raw newline).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublishReply {
     pub epoch: String,
     pub outcomes: Vec<PubOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<ReplyDelivery>,
+}
+
+/// A delivery inside a [`PublishReply`]: what the `deliver` call carries in
+/// its headers (its frame follows the JSON line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyDelivery {
+    pub epoch: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u64>,
+    #[serde(default)]
+    pub first_ts: u64,
 }
 
 /// Room → Relay: the answer to a report, which is also how a relay joins.

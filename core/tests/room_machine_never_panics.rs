@@ -15,6 +15,8 @@ enum Event {
     Publish { eph: bool, data: String },
     Report { region: usize, connections: u32 },
     Delivered { region: usize, ok: bool },
+    /// A relay's publish call is answered, with its delivery if one is due.
+    Answered { region: usize },
 }
 
 fn arb_event() -> impl Strategy<Value = Event> {
@@ -25,6 +27,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
         }),
         (0..9usize, 0..4u32).prop_map(|(region, connections)| Event::Report { region, connections }),
         (0..9usize, any::<bool>()).prop_map(|(region, ok)| Event::Delivered { region, ok }),
+        (0..9usize).prop_map(|region| Event::Answered { region }),
     ]
 }
 
@@ -51,6 +54,16 @@ proptest! {
                     let reply = room.report(RelayReport { connections, wakeups: 1, ..RelayReport::new(region) });
                     prop_assert_eq!(reply.seq, last_seq);
                     prop_assert!(reply.delivered <= reply.seq);
+                }
+                Event::Answered { region } => {
+                    let region = Region::ALL[region];
+                    if let Some(d) = room.reply_delivery(region) {
+                        prop_assert_eq!(d.region, region);
+                        prop_assert!(!in_flight.contains(&region), "never beside a delivery in flight");
+                        if let (Some(f), Some(l)) = (d.first, d.last) {
+                            prop_assert!(f <= l && l <= last_seq);
+                        }
+                    }
                 }
                 Event::Delivered { region, ok } => {
                     let region = Region::ALL[region];

@@ -59,15 +59,40 @@ pub async fn call_json<B: Serialize, T: DeserializeOwned>(
     headers: &[(&str, &str)],
     body: &B,
 ) -> Result<T> {
-    let text = serde_json::to_string(body)?;
+    let answer = post_for_js_text(stub, path, headers, serde_json::to_string(body)?).await?;
+    Ok(serde_json::from_str(&String::from(answer))?)
+}
+
+/// POSTs `text` (JSON) and returns the answer as a JS string, not yet
+/// copied into Rust: a caller that passes part of it on (a frame for the
+/// sockets) takes out only what it must read.
+pub async fn post_for_js_text(stub: &Stub, path: &str, headers: &[(&str, &str)], text: String) -> Result<js_sys::JsString> {
     let req = internal_request(Method::Post, path, headers, Some(JsValue::from_str(&text)))?;
-    let mut resp = stub.fetch_with_request(req).await?;
+    let resp = stub.fetch_with_request(req).await?;
     let status = resp.status_code();
-    let answer = resp.text().await?;
+    let answer = js_text(&resp).await?;
     if !(200..300).contains(&status) {
-        return Err(worker::Error::RustError(format!("{path} answered {status}: {answer}")));
+        return Err(worker::Error::RustError(format!("{path} answered {status}: {}", String::from(answer))));
     }
-    Ok(serde_json::from_str(&answer)?)
+    Ok(answer)
+}
+
+/// A fetch answer's body as a JS string, read in JS: text that is only
+/// passed on (frames for sockets) never crosses into Rust, and there is
+/// one body reader for every internal call. (worker's own conversion to a
+/// `web_sys::Response` unwraps.)
+pub async fn js_text(resp: &Response) -> Result<js_sys::JsString> {
+    match resp.body() {
+        worker::ResponseBody::Stream(stream) => {
+            let js = worker::web_sys::Response::new_with_opt_readable_stream(Some(stream)).map_err(worker::Error::from)?;
+            let text = wasm_bindgen_futures::JsFuture::from(js.text().map_err(worker::Error::from)?)
+                .await
+                .map_err(worker::Error::from)?;
+            Ok(js_sys::JsString::from(text))
+        }
+        // A fetch's body is a stream or nothing.
+        _ => Ok(js_sys::JsString::from("")),
+    }
 }
 
 /// Decodes a JSON request body with serde_json. (`Request::json` goes through

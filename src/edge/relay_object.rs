@@ -4,7 +4,7 @@
 //! hibernates with its sockets kept; what it must remember per socket is in
 //! the socket's attachment.
 
-use super::http::{call_json, header, internal_request, json};
+use super::http::{call_json, header, internal_request, js_text, json, post_for_js_text};
 use super::{js, wakeups};
 use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishReply};
 use herald_core::relay::{trim_frame, DeliveryPlan, RelayCore, Resume};
@@ -89,6 +89,11 @@ struct RelayInner {
     /// The alarm time this incarnation set or read (ms), so admitting a
     /// client with an expiring token does not read storage every time.
     alarm_at: Cell<Option<i64>>,
+    /// One delivery applied at a time. A `deliver` call and the delivery in
+    /// a publish answer can both be in hand at once; if one waits on a gap
+    /// repair while the other fans out the same seqs, clients would get them
+    /// twice. Uncontended, the lock is ready at once.
+    delivering: futures::lock::Mutex<()>,
 }
 
 /// A client the relay has let in, ready to be attached.
@@ -134,6 +139,7 @@ impl DurableObject for Relay {
                 heartbeat_running: Cell::new(false),
                 open_sockets: Cell::new(None),
                 alarm_at: Cell::new(None),
+                delivering: futures::lock::Mutex::new(()),
             }),
         }
     }
@@ -440,14 +446,14 @@ impl RelayInner {
             url.push_str(&js::url_encode(epoch));
         }
         let req = internal_request(Method::Get, &url, &[(link::HDR_ROOM, &room)], None)?;
-        let mut resp = self.room_stub()?.fetch_with_request(req).await?;
+        let resp = self.room_stub()?.fetch_with_request(req).await?;
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!("range read answered {}", resp.status_code())));
         }
         let recovered = resp.headers().get(link::HDR_RECOVERED)?.as_deref() == Some("1");
         let last = resp.headers().get(link::HDR_LAST)?.and_then(|v| v.parse().ok()).unwrap_or(after);
-        let text = resp.text().await?;
-        Ok((recovered, (!text.is_empty()).then(|| JsValue::from_str(&text)), last))
+        let text = js_text(&resp).await?;
+        Ok((recovered, (text.length() > 0).then(|| JsValue::from(text)), last))
     }
 
     /// A delivery from the Room: fan the frame out (repairing or trimming by
@@ -462,13 +468,30 @@ impl RelayInner {
         let first_ts = seq(link::HDR_FIRST_TS)?.unwrap_or(0);
         // The body stays a JS string: it is sent to every socket as is.
         let body = JsFuture::from(req.inner().text().map_err(worker::Error::from)?).await.map_err(worker::Error::from)?;
-        // The fan-out already touches every socket; its count is the report's
-        // connection count, so the hot path walks the sockets once.
+        let reached = self.apply_delivery(&epoch, first, last, first_ts, &body).await?;
+        let open = reached.unwrap_or_else(|| self.open_connections());
+        json(&self.with_core(|c| c.report(open))?)
+    }
+
+    /// Fans a delivery out by the core's plan (forward, trim, skip, or repair
+    /// the gap from storage first), whether it came in a `deliver` call or in
+    /// the answer to this relay's publish. Returns how many clients the
+    /// fan-out reached, when it fanned out: the fan-out already touches every
+    /// socket, so the report's count costs no second walk.
+    async fn apply_delivery(
+        self: &Rc<Self>,
+        epoch: &str,
+        first: Option<u64>,
+        last: Option<u64>,
+        first_ts: u64,
+        body: &JsValue,
+    ) -> Result<Option<u32>> {
+        let _turn = self.delivering.lock().await;
         let mut reached = None;
-        match self.with_core(|c| c.plan_delivery(&epoch, first, last))? {
+        match self.with_core(|c| c.plan_delivery(epoch, first, last))? {
             DeliveryPlan::Forward => {
-                reached = Some(self.fan_out(&body));
-                self.keep(first, last, first_ts, &body)?;
+                reached = Some(self.fan_out(body));
+                self.keep(first, last, first_ts, body)?;
             }
             DeliveryPlan::Skip => {}
             DeliveryPlan::Trim { after } => {
@@ -490,15 +513,14 @@ impl RelayInner {
                     Ok((_, None, _)) => console_error!("relay: repair {after}..{upto} found nothing"),
                     Err(e) => console_error!("relay: repair {after}..{upto} failed: {e}"),
                 }
-                reached = Some(self.fan_out(&body));
-                self.keep(first, last, first_ts, &body)?;
+                reached = Some(self.fan_out(body));
+                self.keep(first, last, first_ts, body)?;
                 if let Some(last) = last {
                     self.with_core(|c| c.repaired(last))?;
                 }
             }
         }
-        let open = reached.unwrap_or_else(|| self.open_connections());
-        json(&self.with_core(|c| c.report(open))?)
+        Ok(reached)
     }
 
     /// Keeps a fanned-out frame of stored seqs for resuming clients.
@@ -638,11 +660,11 @@ impl RelayInner {
         let id = id.map_or("null", RawValue::get);
         let headers = [(link::HDR_ROOM, room.as_str()), ("x-herald-framed", "1"), ("x-herald-id", id)];
         let req = internal_request(Method::Get, &url, &headers, None)?;
-        let mut resp = self.room_stub()?.fetch_with_request(req).await?;
+        let resp = self.room_stub()?.fetch_with_request(req).await?;
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!("history answered {}", resp.status_code())));
         }
-        ws.send_with_str(resp.text().await?)?;
+        js::send_shared(ws, &JsValue::from(js_text(&resp).await?));
         Ok(())
     }
 
@@ -678,14 +700,31 @@ impl RelayInner {
             let sent = async {
                 let body = PublishBatch { report: self.with_core(|c| c.report(open))?, pubs };
                 let room = self.room_header()?;
-                call_json::<_, PublishReply>(&self.room_stub()?, path::PUBLISH, &[(link::HDR_ROOM, &room)], &body).await
+                let text = serde_json::to_string(&body)?;
+                let answer = post_for_js_text(&self.room_stub()?, path::PUBLISH, &[(link::HDR_ROOM, &room)], text).await?;
+                // One JSON line, then (with a delivery) the frame as is.
+                let (head, frame) = match answer.index_of("\n", 0) {
+                    -1 => (answer, None),
+                    at => {
+                        let at = u32::try_from(at).unwrap_or(0);
+                        (answer.slice(0, at), Some(JsValue::from(answer.slice(at + 1, answer.length()))))
+                    }
+                };
+                let reply: PublishReply = serde_json::from_str(&String::from(head))?;
+                Ok::<_, worker::Error>((reply, frame))
             }
             .await;
             match sent {
-                Ok(reply) => {
+                Ok((reply, frame)) => {
                     for ((ws, id), outcome) in replies.iter().zip(reply.outcomes) {
                         if let Some(id) = id {
                             let _ = ws.send_with_str(ack_frame(id, outcome.seq));
+                        }
+                    }
+                    // The Room's delivery to this relay, riding in the answer.
+                    if let (Some(d), Some(body)) = (reply.delivery, frame) {
+                        if let Err(e) = self.apply_delivery(&d.epoch, d.first, d.last, d.first_ts, &body).await {
+                            console_error!("relay: delivery in the publish answer: {e}");
                         }
                     }
                 }

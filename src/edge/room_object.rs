@@ -4,7 +4,7 @@
 
 use super::http::{header, internal_request, json, json_text, read_json, reject};
 use super::{js, storage, wakeups};
-use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport};
+use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport, ReplyDelivery};
 use herald_core::room::{Delivery, RoomAction, RoomCore};
 use herald_core::server_frame::{batch_frame, history_frame, Message};
 use herald_core::{Config, ErrorCode, Rejection};
@@ -112,15 +112,28 @@ impl RoomInner {
             path::PUBLISH => {
                 let batch: PublishBatch = read_json(&mut req).await?;
                 let now = js::now_ms();
-                let reply = self.with_core(|c| {
+                let region = batch.report.region;
+                let (reply, frame) = self.with_core(|c| {
                     c.report(batch.report);
-                    PublishReply {
-                        epoch: c.epoch().to_owned(),
-                        outcomes: batch.pubs.into_iter().map(|p| c.publish(now, p)).collect(),
-                    }
+                    let outcomes = batch.pubs.into_iter().map(|p| c.publish(now, p)).collect();
+                    // Before the pump, so the publishing relay's messages ride
+                    // in this answer rather than in a call of their own.
+                    let (delivery, frame) = match c.reply_delivery(region) {
+                        Some(d) => {
+                            let first_ts = d.first_ts.unwrap_or(0);
+                            (Some(ReplyDelivery { epoch: d.epoch, first: d.first, last: d.last, first_ts }), Some(d.frame))
+                        }
+                        None => (None, None),
+                    };
+                    (PublishReply { epoch: c.epoch().to_owned(), outcomes, delivery }, frame)
                 })?;
                 self.pump()?;
-                json(&reply)
+                let mut body = serde_json::to_string(&reply)?;
+                if let Some(frame) = frame {
+                    body.push('\n');
+                    body.push_str(&frame);
+                }
+                json_text(body, 200)
             }
             path::HTTP_PUBLISH => {
                 let p: LinkPub = read_json(&mut req).await?;
@@ -244,8 +257,8 @@ impl RoomInner {
             headers.push((link::HDR_FIRST_TS, first_ts.as_str()));
         }
         let req = internal_request(Method::Post, path::DELIVER, &headers, Some(JsValue::from_str(&d.frame)))?;
-        let mut resp = stub.fetch_with_request(req).await?;
-        let text = resp.text().await?;
+        let resp = stub.fetch_with_request(req).await?;
+        let text = String::from(super::http::js_text(&resp).await?);
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!("relay answered {}: {text}", resp.status_code())));
         }
