@@ -6,31 +6,16 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
-use support::{http_json, unique_room, Client, Server, ServerOpts};
+use std::time::Duration;
+use support::{http_json, room_stats_until, unique_room, Client, Server, ServerOpts};
 
 const T: Duration = Duration::from_secs(20);
 const REGIONS: [&str; 3] = ["weur", "eeur", "oc"];
 const CLIENTS_PER_REGION: usize = 5;
 const MESSAGES: u64 = 12;
 
-async fn stats(server: &Server, room: &str) -> Value {
-    let (status, v) = http_json("GET", &format!("{}/v1/rooms/{room}/stats", server.base_url()), None).await;
-    assert_eq!(status, 200, "{v}");
-    v
-}
-
-/// Polls stats until `pred` holds; relays report asynchronously.
 async fn stats_until(server: &Server, room: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + T;
-    loop {
-        let s = stats(server, room).await;
-        if pred(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "stats never settled: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    room_stats_until(server, room, T, pred).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,25 +7,12 @@
 
 mod support;
 
-use serde_json::{json, Value};
-use std::time::{Duration, Instant};
-use support::{http_json, unique_room, Client, Server, ServerOpts};
+use serde_json::json;
+use std::time::Duration;
+use support::{room_stats_until, unique_room, Client, Server, ServerOpts};
 
 const T: Duration = Duration::from_secs(20);
 const MESSAGES: u64 = 6;
-
-async fn stats_until(server: &Server, room: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + T;
-    loop {
-        let (status, s) = http_json("GET", &format!("{}/v1/rooms/{room}/stats", server.base_url()), None).await;
-        assert_eq!(status, 200, "{s}");
-        if pred(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "stats never settled: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_answer_carries_the_publishing_relays_delivery() {
@@ -37,7 +24,7 @@ async fn publish_answer_carries_the_publishing_relays_delivery() {
     near.wait_type(T, "welcome").await;
     let mut far = Client::connect(&server.ws_url(&room, "apac")).await.unwrap();
     far.wait_type(T, "welcome").await;
-    let before = stats_until(&server, &room, |s| s["connections"] == 3).await;
+    let before = room_stats_until(&server, &room, T, |s| s["connections"] == 3).await;
 
     // One at a time: each publish waits for the last message to reach every
     // client, so nothing is in flight to either relay when it is answered.
@@ -51,7 +38,7 @@ async fn publish_answer_carries_the_publishing_relays_delivery() {
         }
     }
 
-    let after = stats_until(&server, &room, |s| s["primary_sends"].as_u64() >= before["primary_sends"].as_u64().map(|b| b + 2 * MESSAGES)).await;
+    let after = room_stats_until(&server, &room, T, |s| s["primary_sends"].as_u64() >= before["primary_sends"].as_u64().map(|b| b + 2 * MESSAGES)).await;
     let sent = after["primary_sends"].as_u64().unwrap() - before["primary_sends"].as_u64().unwrap();
     let in_answers = after["reply_deliveries"].as_u64().unwrap() - before["reply_deliveries"].as_u64().unwrap();
     eprintln!("{MESSAGES} messages over 2 relays: primary_sends +{sent}, of them in publish answers +{in_answers}");

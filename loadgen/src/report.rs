@@ -55,6 +55,7 @@ pub fn problems(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The JSON files of a run, by file name, in name order.
 fn read_results(dir: &Path) -> Result<Vec<(String, Value)>> {
     let mut files: Vec<(String, Value)> = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.flatten().map(|e| e.path()).collect();
@@ -71,17 +72,7 @@ fn read_results(dir: &Path) -> Result<Vec<(String, Value)>> {
 }
 
 pub fn render(dir: &Path) -> Result<String> {
-    let mut files: Vec<(String, Value)> = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))?.flatten().map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&p)?;
-        let Ok(v) = serde_json::from_str::<Value>(&text) else { continue };
-        files.push((p.file_name().and_then(|n| n.to_str()).unwrap_or("").to_owned(), v));
-    }
+    let files = read_results(dir)?;
     let mut md = String::new();
 
     // Fan-out runs.

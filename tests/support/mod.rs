@@ -657,6 +657,27 @@ pub async fn http_pub(server: &Server, room: &str, body: Value) -> Value {
     v
 }
 
+/// The room's `stats` (with the harness's admin token), asserting 200.
+pub async fn room_stats(server: &Server, room: &str) -> Value {
+    let (status, v) = http_json("GET", &format!("{}/v1/rooms/{room}/stats", server.base_url()), None).await;
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// Polls the room's `stats` until `pred` holds, for up to `timeout`: relays
+/// report asynchronously.
+pub async fn room_stats_until(server: &Server, room: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = room_stats(server, room).await;
+        if pred(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "stats never settled: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `(status, parsed body)`; a body that is not JSON becomes `Value::String`.
 pub async fn http_json(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
     let body = body.map(Value::to_string);
