@@ -21,10 +21,8 @@ async fn each_frame_is_checked_against_the_connection_grant() {
     let reader_tok = token(&json!({"sub":"reader","exp":now_s()+600,"rooms":{&room:["sub"]}}));
     let writer_tok = token(&json!({"sub":"writer","exp":now_s()+600,"rooms":{&room:["sub","pub"]}}));
 
-    let mut reader = Client::connect(&url(&reader_tok)).await.unwrap();
-    reader.wait_type(T, "welcome").await;
-    let mut writer = Client::connect(&url(&writer_tok)).await.unwrap();
-    writer.wait_type(T, "welcome").await;
+    let mut reader = Client::welcomed(&url(&reader_tok), T).await;
+    let mut writer = Client::welcomed(&url(&writer_tok), T).await;
 
     reader.send_json(&json!({"t":"pub","id":1,"data":"sneaky"})).await;
     let err = reader.wait_type(T, "err").await;
@@ -43,8 +41,7 @@ async fn each_frame_is_checked_against_the_connection_grant() {
 
     // Anonymous reader of a public room: reads, cannot publish or read history.
     let open = format!("ws://127.0.0.1:{}/v1/rooms/open:feed/ws?region=apac", server.port());
-    let mut anon = Client::connect(&open).await.unwrap();
-    anon.wait_type(T, "welcome").await;
+    let mut anon = Client::welcomed(&open, T).await;
     anon.send_json(&json!({"t":"pub","id":3,"data":"x"})).await;
     let err = anon.wait_type(T, "err").await;
     assert_eq!(err["code"], "unauthorized", "{err}");

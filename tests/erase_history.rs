@@ -39,8 +39,7 @@ async fn erasing_history_starts_a_new_epoch_and_keeps_counting() {
 
     let mut clients = Vec::new();
     for region in ["weur", "apac"] {
-        let mut c = Client::connect(&server.ws_url(&room, region)).await.unwrap();
-        c.wait_type(T, "welcome").await;
+        let c = Client::welcomed(&server.ws_url(&room, region), T).await;
         clients.push(c);
     }
     let mut old_epoch = String::new();

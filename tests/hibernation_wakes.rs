@@ -29,8 +29,7 @@ async fn idle_objects_hibernate_and_wake_with_sockets_kept() {
     let mut clients = Vec::new();
     for region in ["weur", "apac"] {
         for _ in 0..2 {
-            let mut c = Client::connect(&server.ws_url(&room, region)).await.unwrap();
-            c.wait_type(T, "welcome").await;
+            let c = Client::welcomed(&server.ws_url(&room, region), T).await;
             clients.push(c);
         }
     }

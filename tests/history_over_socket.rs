@@ -47,8 +47,7 @@ async fn history_frames_page_through_stored_messages() {
     let epoch = w["epoch"].as_str().unwrap().to_owned();
 
     // 5 stored messages with ephemeral ones in between (socket and HTTP).
-    let mut publisher = Client::connect(&server.ws_url(&room, "apac")).await.unwrap();
-    publisher.wait_type(T, "welcome").await;
+    let mut publisher = Client::welcomed(&server.ws_url(&room, "apac"), T).await;
     for i in 1..=5u64 {
         let body = if i % 2 == 0 { json!({"data":{"n":i},"mid":format!("m{i}")}) } else { json!({"data":{"n":i}}) };
         let r = http_pub(&server, &room, body).await;

@@ -34,8 +34,7 @@ async fn a_repeated_mid_is_stored_and_delivered_once() {
     let mut watcher = Client::connect(&server.ws_url(&room, "weur")).await.unwrap();
     let w = watcher.wait_type(T, "welcome").await;
     assert_eq!(w["seq"], 0);
-    let mut publisher = Client::connect(&server.ws_url(&room, "apac")).await.unwrap();
-    publisher.wait_type(T, "welcome").await;
+    let mut publisher = Client::welcomed(&server.ws_url(&room, "apac"), T).await;
 
     // Socket first, then HTTP, then the socket again: one message, one seq.
     let s1 = ws_pub(&mut publisher, "p1", json!("first"), "m-1").await;

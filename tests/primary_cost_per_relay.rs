@@ -5,7 +5,7 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 use support::{http_json, room_stats_until, unique_room, Client, Server, ServerOpts};
 
@@ -14,10 +14,6 @@ const REGIONS: [&str; 3] = ["weur", "eeur", "oc"];
 const CLIENTS_PER_REGION: usize = 5;
 const MESSAGES: u64 = 12;
 
-async fn stats_until(server: &Server, room: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    room_stats_until(server, room, T, pred).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_sends_per_relay_not_per_client() {
     let server = Server::start(ServerOpts::default()).await;
@@ -25,13 +21,12 @@ async fn primary_sends_per_relay_not_per_client() {
     let mut clients = Vec::new();
     for region in REGIONS {
         for _ in 0..CLIENTS_PER_REGION {
-            let mut c = Client::connect(&server.ws_url(&room, region)).await.unwrap();
-            c.wait_type(T, "welcome").await;
+            let c = Client::welcomed(&server.ws_url(&room, region), T).await;
             clients.push(c);
         }
     }
     let n = clients.len() as u64;
-    let before = stats_until(&server, &room, |s| s["connections"] == n).await;
+    let before = room_stats_until(&server, &room, T, |s| s["connections"] == n).await;
     let relays = before["relays"].as_array().unwrap();
     assert_eq!(relays.len(), REGIONS.len());
     for r in relays {
@@ -50,7 +45,7 @@ async fn primary_sends_per_relay_not_per_client() {
         }
     }
     let relay_sends_before = before["relay_sends"].as_u64().unwrap();
-    let after = stats_until(&server, &room, |s| {
+    let after = room_stats_until(&server, &room, T, |s| {
         s["relay_sends"].as_u64().unwrap() >= relay_sends_before + n
     })
     .await;

@@ -18,12 +18,9 @@ const MESSAGES: u64 = 6;
 async fn publish_answer_carries_the_publishing_relays_delivery() {
     let server = Server::start(ServerOpts::default()).await;
     let room = unique_room("answer");
-    let mut publisher = Client::connect(&server.ws_url(&room, "weur")).await.unwrap();
-    publisher.wait_type(T, "welcome").await;
-    let mut near = Client::connect(&server.ws_url(&room, "weur")).await.unwrap();
-    near.wait_type(T, "welcome").await;
-    let mut far = Client::connect(&server.ws_url(&room, "apac")).await.unwrap();
-    far.wait_type(T, "welcome").await;
+    let mut publisher = Client::welcomed(&server.ws_url(&room, "weur"), T).await;
+    let mut near = Client::welcomed(&server.ws_url(&room, "weur"), T).await;
+    let mut far = Client::welcomed(&server.ws_url(&room, "apac"), T).await;
     let before = room_stats_until(&server, &room, T, |s| s["connections"] == 3).await;
 
     // One at a time: each publish waits for the last message to reach every

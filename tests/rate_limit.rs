@@ -18,12 +18,9 @@ const BURST: u64 = 10;
 async fn flooding_client_is_limited_alone() {
     let server = Server::start(ServerOpts::default().var("HERALD_PUB_RATE", 5).var("HERALD_PUB_BURST", BURST)).await;
     let room = unique_room("rate");
-    let mut flooder = Client::connect(&server.ws_url(&room, "weur")).await.unwrap();
-    flooder.wait_type(T, "welcome").await;
-    let mut honest = Client::connect(&server.ws_url(&room, "apac")).await.unwrap();
-    honest.wait_type(T, "welcome").await;
-    let mut watcher = Client::connect(&server.ws_url(&room, "wnam")).await.unwrap();
-    watcher.wait_type(T, "welcome").await;
+    let mut flooder = Client::welcomed(&server.ws_url(&room, "weur"), T).await;
+    let mut honest = Client::welcomed(&server.ws_url(&room, "apac"), T).await;
+    let mut watcher = Client::welcomed(&server.ws_url(&room, "wnam"), T).await;
 
     let started = Instant::now();
     for i in 0..40 {

@@ -15,13 +15,10 @@ const T: Duration = Duration::from_secs(10);
 async fn full_relay_answers_503() {
     let server = Server::start(ServerOpts::default().var("HERALD_MAX_CONNECTIONS_PER_RELAY", 2)).await;
     let room = unique_room("cap");
-    let mut a = Client::connect(&server.ws_url(&room, "weur")).await.unwrap();
-    a.wait_type(T, "welcome").await;
-    let mut b = Client::connect(&server.ws_url(&room, "weur")).await.unwrap();
-    b.wait_type(T, "welcome").await;
+    let mut a = Client::welcomed(&server.ws_url(&room, "weur"), T).await;
+    let b = Client::welcomed(&server.ws_url(&room, "weur"), T).await;
     assert_eq!(Client::connect_status(&server.ws_url(&room, "weur")).await, Some(503));
-    let mut other = Client::connect(&server.ws_url(&room, "apac")).await.unwrap();
-    other.wait_type(T, "welcome").await;
+    let _other = Client::welcomed(&server.ws_url(&room, "apac"), T).await;
 
     a.close().await;
     // The relay sees the close asynchronously: retry until the slot is free.

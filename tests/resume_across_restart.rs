@@ -33,8 +33,7 @@ async fn resume_works_across_a_restart() {
     let mut a = Client::connect(&server.ws_url(&room, "weur")).await.unwrap();
     let w = a.wait_type(T, "welcome").await;
     let epoch = w["epoch"].as_str().unwrap().to_owned();
-    let mut b = Client::connect(&server.ws_url(&room, "apac")).await.unwrap();
-    b.wait_type(T, "welcome").await;
+    let mut b = Client::welcomed(&server.ws_url(&room, "apac"), T).await;
     for i in 1..=3u64 {
         assert_eq!(http_pub(&server, &room, json!(i)).await["seq"], i);
     }

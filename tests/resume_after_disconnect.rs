@@ -93,8 +93,7 @@ async fn resumed_clients_get_exactly_what_they_missed() {
         for s in 0..SOCKETS_PER_REGION {
             let url = server.ws_url(&room, region);
             tasks.push(tokio::spawn(async move {
-                let mut c = Client::connect(&url).await.unwrap();
-                c.wait_type(T, "welcome").await;
+                let mut c = Client::welcomed(&url, T).await;
                 let mut tick = tokio::time::interval(SOCKET_PACE);
                 for n in 0..PER_SOCKET {
                     tick.tick().await;

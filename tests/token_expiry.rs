@@ -20,12 +20,9 @@ async fn expired_connections_close_with_4001() {
     let short = token(&json!({"sub":"brief","exp":now_s()+3,"rooms":{&room:["sub","pub"]}}));
     let long = token(&json!({"sub":"steady","exp":now_s()+600,"rooms":{&room:["sub","pub"]}}));
 
-    let mut silent = Client::connect(&url(&short)).await.unwrap();
-    silent.wait_type(T, "welcome").await;
-    let mut talker = Client::connect(&url(&short)).await.unwrap();
-    talker.wait_type(T, "welcome").await;
-    let mut steady = Client::connect(&url(&long)).await.unwrap();
-    steady.wait_type(T, "welcome").await;
+    let mut silent = Client::welcomed(&url(&short), T).await;
+    let mut talker = Client::welcomed(&url(&short), T).await;
+    let mut steady = Client::welcomed(&url(&long), T).await;
 
     // The silent one says nothing: the relay's alarm must close it.
     assert_eq!(silent.wait_closed(Duration::from_secs(15)).await, Some(4001));

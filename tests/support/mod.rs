@@ -456,6 +456,14 @@ impl Client {
         })
     }
 
+    /// Connects and waits for the `welcome` frame, panicking if either
+    /// fails within `timeout`: the usual first step of a scenario.
+    pub async fn welcomed(url: &str, timeout: Duration) -> Client {
+        let mut c = Client::connect(url).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        c.wait_type(timeout, "welcome").await;
+        c
+    }
+
     /// The HTTP status of a refused upgrade, e.g. `Some(404)`.
     pub async fn connect_status(url: &str) -> Option<u16> {
         match tokio_tungstenite::connect_async(url).await {
