@@ -38,6 +38,9 @@ pub struct Config {
     pub max_connections_per_relay: u32,
     /// `HERALD_MAX_BATCH`: most messages per client batch frame.
     pub max_batch: usize,
+    /// `HERALD_FAULT_*`: fault injection, honoured only together with
+    /// `HERALD_TRUST_REGION_PARAM=1` (all off otherwise).
+    pub faults: crate::faults::FaultConfig,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             pub_burst: 40,
             max_connections_per_relay: 10_000,
             max_batch: crate::room::MAX_BATCH_MESSAGES,
+            faults: crate::faults::FaultConfig::default(),
         }
     }
 }
@@ -108,8 +112,18 @@ impl Config {
                 }
             },
         };
+        let fault = |var| int(var, 0..=1_000_000, "0 (off) or k: every k-th fails", 0);
+        let faults = crate::faults::FaultConfig {
+            drop_forward_every: fault("HERALD_FAULT_DROP_FORWARD_EVERY")?,
+            fail_publish_answer_every: fault("HERALD_FAULT_FAIL_PUBLISH_ANSWER_EVERY")?,
+            fail_range_every: fault("HERALD_FAULT_FAIL_RANGE_EVERY")?,
+        };
+        // Test-only knobs never take effect where regions are not trusted
+        // (production): a stray variable cannot break a live room.
+        let faults = if trust_region_param { faults } else { crate::faults::FaultConfig::default() };
         Ok(Config {
             default_region,
+            faults,
             trust_region_param,
             max_frame_bytes: int(
                 "HERALD_MAX_FRAME_BYTES",

@@ -6,10 +6,12 @@
 
 pub mod abuse;
 pub mod auth;
+pub mod backoff;
 pub mod client_frame;
 pub mod close_code;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod history;
 pub mod link;
 pub mod region;

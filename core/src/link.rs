@@ -17,17 +17,10 @@ pub const HDR_GRANT: &str = "x-herald-grant";
 pub const HDR_USER: &str = "x-herald-user";
 /// Header carrying the region on Worker → Relay and Room → Relay calls.
 pub const HDR_REGION: &str = "x-herald-region";
-/// Header carrying the room's epoch on a delivery.
-pub const HDR_EPOCH: &str = "x-herald-epoch";
-/// First stored seq in a delivery (absent when it holds only ephemeral messages).
-pub const HDR_FIRST: &str = "x-herald-first";
-/// Last stored seq in a delivery.
-pub const HDR_LAST: &str = "x-herald-last";
-/// The Room's stamp (ms) on the first stored message in a delivery.
-pub const HDR_FIRST_TS: &str = "x-herald-first-ts";
-/// On a range read: `1` when the range is complete (the client can be
-/// told `recovered: true`), `0` when the epoch differs or retention lost it.
-pub const HDR_RECOVERED: &str = "x-herald-recovered";
+/// A delivery's [`DeliveryHead`], as JSON.
+pub const HDR_DELIVERY: &str = "x-herald-delivery";
+/// A range read's [`RangeHead`], as JSON.
+pub const HDR_RANGE: &str = "x-herald-range";
 
 /// Internal paths. The `/_herald/` prefix never collides with public routes
 /// because DO stubs are unreachable from the internet anyway; it makes logs
@@ -58,9 +51,40 @@ impl<'de> Deserialize<'de> for Region {
     }
 }
 
+/// A position in one relay link's stream of items: the Room incarnation
+/// (`inc`, increasing across incarnations: the time it was constructed),
+/// the link (numbered within the incarnation each time the Room starts
+/// holding items for a relay), and the link sequence number of an item.
+/// Numbers restart with every link, so acks compare by `(inc, link)` first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkAck {
+    pub inc: u64,
+    pub link: u64,
+    pub lsn: u64,
+}
+
+impl LinkAck {
+    /// Which numbering the ack belongs to; a larger key is a newer one.
+    pub fn key(&self) -> (u64, u64) {
+        (self.inc, self.link)
+    }
+}
+
+/// Where a relay stands in the room's stream: everything up to `cursor` in
+/// erasure generation `gen` has been fanned out to its clients, and `ack`
+/// is the last item up to which it applied every item of its link. Persisted by the relay, so it
+/// survives hibernation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayPosition {
+    pub gen: u64,
+    pub cursor: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<LinkAck>,
+}
+
 /// What a Relay tells its Room about itself. It rides on every Relay → Room
 /// call and every delivery reply, so the Room's stats are "as last reported"
-/// without extra calls.
+/// without extra calls, and every call acknowledges what the relay applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayReport {
     pub region: Region,
@@ -79,6 +103,20 @@ pub struct RelayReport {
     /// Resumes refused (`recovered: false`): stale epoch or past retention.
     #[serde(default)]
     pub not_recovered: u64,
+    /// `reset` frames the relay sent because a gap was no longer stored.
+    #[serde(default)]
+    pub resets: u64,
+    /// What the relay has fanned out; `None` for a relay that has never
+    /// joined and will adopt the Room's position from the join reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<RelayPosition>,
+    /// Orders reports, which ride on independent calls that can arrive in
+    /// any order: the relay incarnation (its construction time), then a
+    /// counter. The Room ignores a report older than one it applied.
+    #[serde(default)]
+    pub incarnation: u64,
+    #[serde(default)]
+    pub report_seq: u64,
 }
 
 impl RelayReport {
@@ -92,6 +130,10 @@ impl RelayReport {
             recovered_from_relay: 0,
             recovered_from_room: 0,
             not_recovered: 0,
+            resets: 0,
+            position: None,
+            incarnation: 0,
+            report_seq: 0,
         }
     }
 }
@@ -114,9 +156,14 @@ impl PartialEq for LinkPub {
     }
 }
 
-/// Relay → Room: publishes that arrived together, in arrival order.
+/// Relay → Room: publishes that arrived together, in arrival order. `id`
+/// is unique per relay incarnation and call: a retry of a call whose answer
+/// was lost carries the same id, and the Room answers it with the outcomes
+/// it already stored instead of storing the messages again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublishBatch {
+    #[serde(default)]
+    pub id: String,
     pub report: RelayReport,
     pub pubs: Vec<LinkPub>,
 }
@@ -141,32 +188,106 @@ pub struct PublishReply {
     pub epoch: String,
     pub outcomes: Vec<PubOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<ReplyDelivery>,
+    pub delivery: Option<DeliveryHead>,
 }
 
-/// A delivery inside a [`PublishReply`]: what the `deliver` call carries in
-/// its headers (its frame follows the JSON line).
+/// Everything about a delivery but its frame: the `x-herald-delivery`
+/// header of a `deliver` call, or the `delivery` of a [`PublishReply`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplyDelivery {
+pub struct DeliveryHead {
+    /// The epoch of every item in it (a delivery never spans an erasure).
     pub epoch: String,
+    /// Erasures before this epoch: epochs are ordered by it.
+    #[serde(default)]
+    pub gen: u64,
+    /// The room's seq when this epoch began: a relay that crosses into it
+    /// without having seen the `reset` tells its clients the next is this + 1.
+    #[serde(default)]
+    pub epoch_start: u64,
+    /// The link (see [`LinkAck`]) and the sequence numbers of the first and
+    /// last item in it.
+    pub inc: u64,
+    pub link: u64,
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+    /// First and last stored seq in the frame; `None` when it carries none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<u64>,
+    /// The stamp of the first stored message, for the relay's window.
     #[serde(default)]
     pub first_ts: u64,
+    /// "Be level with this seq": the relay repairs up to it from storage.
+    /// Sent when the Room no longer knows what the relay has (after the Room
+    /// restarted, or gave up on the relay's queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_to: Option<u64>,
+    /// The frame starts with this epoch's `reset`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
 }
 
 /// Room → Relay: the answer to a report, which is also how a relay joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinReply {
     pub epoch: String,
+    pub gen: u64,
+    pub epoch_start: u64,
     /// The room's last assigned seq.
     pub seq: u64,
-    /// The last seq the Room knows this relay received: everything after it
-    /// is in flight or queued for the relay. A relay that woke with sockets
-    /// but no memory resumes from here, so its clients miss nothing.
-    pub delivered: u64,
+    /// The link's last item when the join was answered: a relay that adopts
+    /// the answer (it had no clients) is level with `seq` and with this.
+    pub ack: LinkAck,
+}
+
+/// The answer to a range read (gap repair or resume), in the
+/// `x-herald-range` header; the frame of the messages is the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeHead {
+    pub epoch: String,
+    pub gen: u64,
+    pub epoch_start: u64,
+    /// The read starts after this seq: above the asked `after` when older
+    /// messages are no longer kept.
+    pub from: u64,
+    /// The last seq in the body (`from` when it is empty).
+    pub last: u64,
+    /// For a resume (the read named the client's epoch): whether the client
+    /// can be given exactly the messages after its `since`.
+    pub recovered: bool,
+}
+
+/// The relay's object name: region first, because room names cannot
+/// contain `/` and regions cannot either, so the split is unambiguous.
+pub fn relay_name(room: &str, region: Region) -> String {
+    format!("{region}/{room}")
+}
+
+/// The inverse of [`relay_name`].
+pub fn parse_relay_name(name: &str) -> Option<(String, Region)> {
+    let (region, room) = name.split_once('/')?;
+    Some((room.to_owned(), Region::parse(region).ok()?))
+}
+
+/// Splits a publish answer: the JSON line, and the delivery frame after the
+/// first newline, if any. serde_json never writes a raw newline, so the
+/// first one is the seam.
+pub fn split_answer(answer: &str) -> (&str, Option<&str>) {
+    match answer.split_once('\n') {
+        Some((head, frame)) => (head, Some(frame)),
+        None => (answer, None),
+    }
+}
+
+/// Joins a publish answer's JSON line and its delivery frame.
+pub fn join_answer(reply: &PublishReply, frame: Option<&str>) -> Result<String, serde_json::Error> {
+    let mut body = serde_json::to_string(reply)?;
+    if let Some(frame) = frame {
+        body.push('\n');
+        body.push_str(frame);
+    }
+    Ok(body)
 }
 
 #[cfg(test)]
@@ -180,5 +301,18 @@ mod tests {
         assert!(s.contains("\"apac\""));
         assert_eq!(serde_json::from_str::<RelayReport>(&s).unwrap(), r);
         assert!(serde_json::from_str::<RelayReport>(&s.replace("apac", "moon")).is_err());
+    }
+
+    #[test]
+    fn answer_and_names_round_trip() {
+        let reply = PublishReply { epoch: "e".into(), outcomes: vec![PubOutcome { seq: Some(1), ts: 2 }], delivery: None };
+        let body = join_answer(&reply, Some("[{\"a\":\"x\\ny\"}]")).unwrap();
+        let (head, frame) = split_answer(&body);
+        assert_eq!(serde_json::from_str::<PublishReply>(head).unwrap(), reply);
+        assert_eq!(frame, Some("[{\"a\":\"x\\ny\"}]"));
+        assert_eq!(split_answer("{}"), ("{}", None));
+        let name = relay_name("team:1", Region::Weur);
+        assert_eq!(parse_relay_name(&name), Some(("team:1".to_owned(), Region::Weur)));
+        assert_eq!(parse_relay_name("moon/x"), None);
     }
 }

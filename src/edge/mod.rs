@@ -5,7 +5,8 @@
 
 mod http;
 mod js;
-mod relay_object;
+mod link_client;
+mod relay;
 mod room_object;
 mod router;
 mod storage;

@@ -2,9 +2,9 @@
 //! [`RoomCore`], persists what it orders, and delivers to relays with stub
 //! `fetch` calls. It holds no sockets, so it is evicted whenever idle.
 
-use super::http::{header, internal_request, json, json_text, read_json, reject};
-use super::{js, storage, wakeups};
-use herald_core::link::{self, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport, ReplyDelivery};
+use super::http::{header, json, json_text, read_json, reject};
+use super::{js, link_client, storage, wakeups};
+use herald_core::link::{self, join_answer, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport};
 use herald_core::room::{Delivery, RoomAction, RoomCore};
 use herald_core::server_frame::{batch_frame, history_frame, Message};
 use herald_core::{Config, ErrorCode, Rejection};
@@ -12,10 +12,7 @@ use serde::Deserialize;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
-use worker::{console_error, durable_object, DurableObject, Env, Method, Request, Response, Result, State};
-
-/// Longest range a relay may ask for in one gap repair.
-const MAX_RANGE: u64 = 1000;
+use worker::{console_error, durable_object, DurableObject, Env, Request, Response, Result, State};
 
 #[durable_object(alarm)]
 pub struct Room {
@@ -87,8 +84,10 @@ impl RoomInner {
         };
         let config = self.config.as_ref().map_err(|e| worker::Error::RustError(e.clone()))?;
         let restored = storage::load(&self.state.storage().sql())?;
-        let mut core = RoomCore::new(room, restored, js::random_tag(12), config.retention());
+        // The construction time numbers the incarnation: it grows.
+        let mut core = RoomCore::new(room, restored, js::random_tag(12), config.retention(), js::now_ms());
         core.set_max_batch(config.max_batch);
+        core.set_faults(config.faults);
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }
@@ -106,34 +105,31 @@ impl RoomInner {
         let result = match req.path().as_str() {
             path::REPORT => {
                 let report: RelayReport = read_json(&mut req).await?;
-                let reply: JoinReply = self.with_core(|c| c.report(report))?;
+                let reply: JoinReply = self.with_core(|c| c.report(js::now_ms(), report))?;
                 json(&reply)
             }
             path::PUBLISH => {
                 let batch: PublishBatch = read_json(&mut req).await?;
                 let now = js::now_ms();
                 let region = batch.report.region;
-                let (reply, frame) = self.with_core(|c| {
-                    c.report(batch.report);
-                    let outcomes = batch.pubs.into_iter().map(|p| c.publish(now, p)).collect();
+                let (reply, frame, fail) = self.with_core(|c| {
+                    let outcomes = c.publish_batch(now, batch);
                     // Before the pump, so the publishing relay's messages ride
                     // in this answer rather than in a call of their own.
-                    let (delivery, frame) = match c.reply_delivery(region) {
-                        Some(d) => {
-                            let first_ts = d.first_ts.unwrap_or(0);
-                            (Some(ReplyDelivery { epoch: d.epoch, first: d.first, last: d.last, first_ts }), Some(d.frame))
-                        }
-                        None => (None, None),
+                    let delivery = c.reply_delivery(now, region);
+                    let reply = PublishReply {
+                        epoch: c.epoch().to_owned(),
+                        outcomes,
+                        delivery: delivery.as_ref().map(|d| d.head.clone()),
                     };
-                    (PublishReply { epoch: c.epoch().to_owned(), outcomes, delivery }, frame)
+                    (reply, delivery.map(|d| d.frame), c.fail_publish_answer())
                 })?;
                 self.pump()?;
-                let mut body = serde_json::to_string(&reply)?;
-                if let Some(frame) = frame {
-                    body.push('\n');
-                    body.push_str(&frame);
+                if fail {
+                    // Fault injection: stored, but the answer is "lost".
+                    return reject(&Rejection::new(ErrorCode::Internal, "fault injected: publish answer dropped"));
                 }
-                json_text(body, 200)
+                json_text(join_answer(&reply, frame.as_deref())?, 200)
             }
             path::HTTP_PUBLISH => {
                 let p: LinkPub = read_json(&mut req).await?;
@@ -145,23 +141,21 @@ impl RoomInner {
             path::RANGE => {
                 // Gap repair (no epoch) and resume (with the client's epoch).
                 let q: RangeQuery = req.query()?;
-                let now = js::now_ms();
-                let recovered = match &q.epoch {
-                    Some(epoch) => self.with_core(|c| c.recoverable(now, epoch, q.after))?,
-                    None => true,
-                };
-                let upto = q.upto.min(q.after.saturating_add(MAX_RANGE));
-                let messages = if recovered {
-                    storage::range(&self.state.storage().sql(), q.after, upto, MAX_RANGE)?
+                let (plan, fail) = self.with_core(|c| (c.range(js::now_ms(), q.after, q.upto, q.epoch.as_deref()), c.fail_range()))?;
+                if fail {
+                    return reject(&Rejection::new(ErrorCode::Internal, "fault injected: range read failed"));
+                }
+                let mut head = plan.head;
+                let messages = if plan.limit > 0 && plan.upto > head.from {
+                    storage::range(&self.state.storage().sql(), head.from, plan.upto, plan.limit)?
                 } else {
                     Vec::new()
                 };
                 let frames: Vec<String> = messages.iter().map(Message::to_frame).collect();
                 let body = if frames.is_empty() { String::new() } else { batch_frame(&frames) };
-                let last = messages.last().and_then(|m| m.seq).unwrap_or(q.after);
+                head.last = messages.last().and_then(|m| m.seq).unwrap_or(head.from);
                 let resp = json_text(body, 200)?;
-                resp.headers().set(link::HDR_RECOVERED, if recovered { "1" } else { "0" })?;
-                resp.headers().set(link::HDR_LAST, &last.to_string())?;
+                resp.headers().set(link::HDR_RANGE, &serde_json::to_string(&head)?)?;
                 Ok(resp)
             }
             path::HISTORY => {
@@ -178,8 +172,8 @@ impl RoomInner {
                 json_text(history_frame(head, &epoch, &messages, more), 200)
             }
             path::ERASE => {
-                let reply = self.with_core(|c| c.erase(js::random_tag(12)))?;
-                json(&serde_json::json!({"epoch": reply.epoch, "seq": reply.seq}))
+                let (epoch, seq) = self.with_core(|c| c.erase(js::now_ms(), js::random_tag(12)))?;
+                json(&serde_json::json!({"epoch": epoch, "seq": seq}))
             }
             path::STATS => {
                 let stats = self.with_core(|c| c.stats(self.wakeups))?;
@@ -203,11 +197,12 @@ impl RoomInner {
             };
             let sql = self.state.storage().sql();
             match action {
-                RoomAction::SaveMeta { epoch, seq } => storage::save_meta(&sql, &epoch, seq)?,
+                RoomAction::SaveMeta(meta) => storage::save_meta(&sql, &meta)?,
                 RoomAction::Store(message) => storage::store_message(&sql, &message)?,
                 RoomAction::SaveRelays(table) => storage::save_relays(&sql, &table)?,
                 RoomAction::Prune(p) => storage::prune(&sql, &p)?,
                 RoomAction::EraseAll => storage::erase_all(&sql)?,
+                RoomAction::RememberBatch { id, outcomes, ts } => storage::remember_batch(&sql, &id, &outcomes, ts)?,
                 RoomAction::SetAlarm(at) => {
                     let storage = self.state.storage();
                     wasm_bindgen_futures::spawn_local(async move {
@@ -227,41 +222,18 @@ impl RoomInner {
 
     async fn deliver(self: Rc<Self>, d: Delivery) {
         let region = d.region;
-        let result = self.send_delivery(&d).await.map_err(|e| {
+        let sent = async {
+            let room = self.with_core(|c| c.room().to_owned())?;
+            link_client::deliver(&self.env, &room, region, &d.head, &d.frame).await
+        }
+        .await;
+        let result = sent.map(Some).map_err(|e| {
             console_error!("room: delivery to {region} failed: {e}");
         });
-        if self.with_core(|c| c.delivered(region, result)).is_ok() {
+        if self.with_core(|c| c.delivered(js::now_ms(), region, result)).is_ok() {
             if let Err(e) = self.pump() {
                 console_error!("room: {e}");
             }
         }
-    }
-
-    async fn send_delivery(&self, d: &Delivery) -> Result<RelayReport> {
-        let room = self.with_core(|c| c.room().to_owned())?;
-        let stub = self
-            .env
-            .durable_object("RELAY")?
-            .get_by_name(&super::relay_object::relay_name(&room, d.region))?;
-        let first = d.first.map(|s| s.to_string()).unwrap_or_default();
-        let last = d.last.map(|s| s.to_string()).unwrap_or_default();
-        let mut headers = vec![
-            (link::HDR_ROOM, room.as_str()),
-            (link::HDR_REGION, d.region.as_str()),
-            (link::HDR_EPOCH, d.epoch.as_str()),
-        ];
-        let first_ts = d.first_ts.map(|t| t.to_string()).unwrap_or_default();
-        if d.first.is_some() {
-            headers.push((link::HDR_FIRST, first.as_str()));
-            headers.push((link::HDR_LAST, last.as_str()));
-            headers.push((link::HDR_FIRST_TS, first_ts.as_str()));
-        }
-        let req = internal_request(Method::Post, path::DELIVER, &headers, Some(JsValue::from_str(&d.frame)))?;
-        let resp = stub.fetch_with_request(req).await?;
-        let text = String::from(super::http::js_text(&resp).await?);
-        if resp.status_code() != 200 {
-            return Err(worker::Error::RustError(format!("relay answered {}: {text}", resp.status_code())));
-        }
-        Ok(serde_json::from_str(&text)?)
     }
 }

@@ -2,8 +2,10 @@
 //! (bad input costs the origin nothing), picks the client's region, and
 //! routes to the regional Relay or to the Room.
 
-use super::http::{call_json, json, json_text, reject, reject_with};
-use super::{js, relay_object::relay_name};
+use super::http::{json, json_text, reject, reject_with};
+use super::js;
+use super::link_client::RoomLink;
+use herald_core::link::relay_name;
 use herald_core::link::{self, path, LinkPub};
 use herald_core::auth::{authorize, Capability, Grant};
 use herald_core::{parse_history_bounds, parse_http_publish, validate_room, Config, ErrorCode, Region, Rejection};
@@ -224,16 +226,11 @@ async fn history(req: &Request, env: &Env, room: &str) -> Result<Response> {
         Ok(b) => b,
         Err(r) => return reject(&r),
     };
-    let stub = env.durable_object("ROOM")?.get_by_name(room)?;
-    let target = format!("{}?since={since}&limit={limit}", path::HISTORY);
-    let req = super::http::internal_request(Method::Get, &target, &[(link::HDR_ROOM, room)], None)?;
-    stub.fetch_with_request(req).await
+    RoomLink::new(env, room)?.history(since, limit).await
 }
 
 async fn erase(env: &Env, room: &str) -> Result<Response> {
-    let stub = env.durable_object("ROOM")?.get_by_name(room)?;
-    let req = super::http::internal_request(Method::Post, path::ERASE, &[(link::HDR_ROOM, room)], None)?;
-    stub.fetch_with_request(req).await
+    RoomLink::new(env, room)?.erase().await
 }
 
 async fn publish(mut req: Request, env: &Env, config: &Config, room: &str, grant: &Grant) -> Result<Response> {
@@ -254,14 +251,9 @@ async fn publish(mut req: Request, env: &Env, config: &Config, room: &str, grant
         Err(r) => return reject(&r),
     };
     let link_pub = LinkPub { from: grant.user.clone(), data: p.data.to_owned(), mid: p.mid, eph: p.ephemeral };
-    let stub = env.durable_object("ROOM")?.get_by_name(room)?;
-    let answer: serde_json::Value =
-        call_json(&stub, path::HTTP_PUBLISH, &[(link::HDR_ROOM, room)], &link_pub).await?;
-    json(&answer)
+    json(&RoomLink::new(env, room)?.http_publish(&link_pub).await?)
 }
 
 async fn stats(env: &Env, room: &str) -> Result<Response> {
-    let stub = env.durable_object("ROOM")?.get_by_name(room)?;
-    let req = super::http::internal_request(Method::Get, path::STATS, &[(link::HDR_ROOM, room)], None)?;
-    stub.fetch_with_request(req).await
+    RoomLink::new(env, room)?.stats().await
 }

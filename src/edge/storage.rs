@@ -3,7 +3,8 @@
 //! the answer until the write is durable.
 
 use herald_core::history::Prune;
-use herald_core::room::Restored;
+use herald_core::link::PubOutcome;
+use herald_core::room::{Meta, Restored};
 use herald_core::server_frame::Message;
 use herald_core::Region;
 use serde::Deserialize;
@@ -15,6 +16,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, ts INTEGER NOT NULL, sender TEXT, mid TEXT, data TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS relays (region TEXT PRIMARY KEY, connections INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS mids (mid TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, outcomes TEXT NOT NULL, ts INTEGER NOT NULL)",
 ];
 
 /// Creates the tables if needed and reads back what the room had.
@@ -32,9 +34,18 @@ pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
     let (Some(epoch), Some(seq)) = (get("epoch"), get("seq")) else {
         return Ok(None);
     };
-    let seq = seq
-        .parse::<u64>()
-        .map_err(|_| worker::Error::RustError(format!("stored seq {seq:?} is not a number")))?;
+    let number = |key: &str, text: Option<String>| -> Result<u64> {
+        // Rooms stored before erasure generations existed have none: 0.
+        let text = text.unwrap_or_else(|| "0".into());
+        text.parse::<u64>()
+            .map_err(|_| worker::Error::RustError(format!("stored {key} {text:?} is not a number")))
+    };
+    let meta = Meta {
+        epoch,
+        seq: number("seq", Some(seq))?,
+        gen: number("gen", get("gen"))?,
+        epoch_start: number("epoch_start", get("epoch_start"))?,
+    };
     #[derive(Deserialize)]
     struct RelayRow {
         region: String,
@@ -58,12 +69,24 @@ pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
         ts: f64,
     }
     let mids: Vec<MidRow> = sql.exec("SELECT mid, seq, ts FROM mids", None)?.to_array()?;
+    #[derive(Deserialize)]
+    struct BatchRow {
+        id: String,
+        outcomes: String,
+    }
+    let limit = int(herald_core::room::REMEMBERED_BATCHES as u64)?;
+    let batch_rows: Vec<BatchRow> =
+        sql.exec("SELECT id, outcomes FROM batches ORDER BY ts DESC, rowid DESC LIMIT ?", vec![limit])?.to_array()?;
+    let mut batches = Vec::with_capacity(batch_rows.len());
+    for row in batch_rows.into_iter().rev() {
+        batches.push((row.id, serde_json::from_str(&row.outcomes)?));
+    }
     Ok(Some(Restored {
-        epoch,
-        seq,
+        meta,
         relays,
         index: index.into_iter().map(|r| (r.seq as u64, r.ts as u64)).collect(),
         mids: mids.into_iter().map(|r| (r.mid, r.seq as u64, r.ts as u64)).collect(),
+        batches,
     }))
 }
 
@@ -75,9 +98,11 @@ fn put_meta(sql: &SqlStorage, key: &str, value: String) -> Result<()> {
     Ok(())
 }
 
-pub fn save_meta(sql: &SqlStorage, epoch: &str, seq: u64) -> Result<()> {
-    put_meta(sql, "epoch", epoch.to_owned())?;
-    put_meta(sql, "seq", seq.to_string())
+pub fn save_meta(sql: &SqlStorage, meta: &Meta) -> Result<()> {
+    put_meta(sql, "epoch", meta.epoch.clone())?;
+    put_meta(sql, "gen", meta.gen.to_string())?;
+    put_meta(sql, "epoch_start", meta.epoch_start.to_string())?;
+    put_meta(sql, "seq", meta.seq.to_string())
 }
 
 fn int(n: u64) -> Result<SqlStorageValue> {
@@ -109,6 +134,17 @@ pub fn store_message(sql: &SqlStorage, m: &Message) -> Result<()> {
 pub fn prune(sql: &SqlStorage, p: &Prune) -> Result<()> {
     sql.exec("DELETE FROM messages WHERE seq <= ?", vec![int(p.upto_seq)?])?;
     sql.exec("DELETE FROM mids WHERE ts < ?", vec![int(p.mids_before_ts)?])?;
+    sql.exec("DELETE FROM batches WHERE ts < ?", vec![int(p.mids_before_ts)?])?;
+    Ok(())
+}
+
+/// Remembers a relay's publish batch, so a retry that reaches the next
+/// incarnation is still answered with the stored outcomes.
+pub fn remember_batch(sql: &SqlStorage, id: &str, outcomes: &[PubOutcome], ts: u64) -> Result<()> {
+    sql.exec(
+        "INSERT OR REPLACE INTO batches (id, outcomes, ts) VALUES (?, ?, ?)",
+        vec![id.into(), serde_json::to_string(outcomes)?.into(), int(ts)?],
+    )?;
     Ok(())
 }
 
@@ -116,6 +152,7 @@ pub fn prune(sql: &SqlStorage, p: &Prune) -> Result<()> {
 pub fn erase_all(sql: &SqlStorage) -> Result<()> {
     sql.exec("DELETE FROM messages", None)?;
     sql.exec("DELETE FROM mids", None)?;
+    sql.exec("DELETE FROM batches", None)?;
     Ok(())
 }
 

@@ -594,6 +594,35 @@ impl Client {
         self.close_code
     }
 
+    /// The seqs of the stored `msg` frames received so far, in arrival order
+    /// (ephemeral messages, which have no seq, are left out).
+    pub fn msg_seqs(&self) -> Vec<u64> {
+        self.history
+            .iter()
+            .filter(|f| f["t"] == "msg")
+            .filter_map(|f| f["seq"].as_u64())
+            .collect()
+    }
+
+    /// Reads frames until a stored `msg` with seq >= `last` has been
+    /// received (one received earlier counts), or `deadline` passes; true if
+    /// it was. What it reads stays in [`Client::history`]; judge the stream
+    /// from there.
+    pub async fn read_through_seq(&mut self, last: u64, deadline: Instant) -> bool {
+        let reached = |f: &Value| f["t"] == "msg" && f["seq"].as_u64().is_some_and(|s| s >= last);
+        if self.history.iter().any(reached) {
+            return true;
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_msg(left).await {
+                Some(f) if reached(&f) => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    }
+
     fn absorb(&mut self, item: Option<Result<Message, WsError>>) {
         match item {
             Some(Ok(Message::Text(t))) => self.push_text(t.as_str()),
@@ -663,6 +692,17 @@ pub async fn http_pub(server: &Server, room: &str, body: Value) -> Value {
     let (status, v) = http_json("POST", &url, Some(&body)).await;
     assert_eq!(status, 200, "POST {body}: {v}");
     v
+}
+
+/// Publishes each body over HTTP like [`http_pub`], at most `width` at a
+/// time, and returns the answers in the order of `bodies` (the Room may
+/// order concurrent publishes differently).
+pub async fn http_pub_many(server: &Server, room: &str, bodies: Vec<Value>, width: usize) -> Vec<Value> {
+    futures_util::stream::iter(bodies)
+        .map(|body| http_pub(server, room, body))
+        .buffered(width.max(1))
+        .collect()
+        .await
 }
 
 /// The room's `stats` (with the harness's admin token), asserting 200.

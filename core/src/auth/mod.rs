@@ -39,7 +39,19 @@ impl Grant {
 
     /// Whether the grant has run out at `now_s` (with the skew allowance).
     pub fn expired(&self, now_s: u64, skew_s: u64) -> bool {
-        self.expires_s.is_some_and(|exp| now_s > exp + skew_s)
+        self.expires_s.is_some_and(|exp| now_s > exp.saturating_add(skew_s))
+    }
+
+    /// When, in ms since the Unix epoch, a socket holding this grant must be
+    /// closed: the first second past `exp` plus the skew. `None` for no
+    /// expiry, or one past the latest time a JavaScript `Date` (and so an
+    /// alarm) can hold, which is "never" for any socket alive today.
+    pub fn expiry_deadline_ms(&self, skew_s: u64) -> Option<u64> {
+        /// `Date`'s range ends at 8.64e15 ms (year 275760).
+        const LATEST_DATE_MS: u64 = 8_640_000_000_000_000;
+        let exp = self.expires_s?;
+        let ms = exp.saturating_add(skew_s).saturating_add(1).saturating_mul(1000);
+        (ms <= LATEST_DATE_MS).then_some(ms)
     }
 }
 
@@ -86,6 +98,17 @@ mod tests {
 
     fn token(rooms: serde_json::Value, exp: u64) -> String {
         mint_hs256(&json!({"sub":"ana","exp":exp,"rooms":rooms}), SECRET)
+    }
+
+    #[test]
+    fn far_future_expiry_saturates() {
+        let grant = |exp| Grant { user: None, caps: CapabilitySet::default(), expires_s: Some(exp), info: None };
+        for exp in [u64::MAX, i64::MAX as u64, u64::MAX - 1] {
+            assert!(!grant(exp).expired(1_800_000_000, 2), "{exp} is the far future");
+            assert_eq!(grant(exp).expiry_deadline_ms(2), None, "{exp}: no alarm needed");
+        }
+        assert_eq!(grant(1_000).expiry_deadline_ms(2), Some(1_003_000));
+        assert!(grant(1_000).expired(1_003, 2) && !grant(1_000).expired(1_002, 2));
     }
 
     #[test]

@@ -1,0 +1,126 @@
+//! Every internal call of the Relay ↔ Room link, typed, in one place: the
+//! Relay's calls to its Room ([`RoomLink`]) and the Room's delivery to a
+//! Relay ([`deliver`]). Bodies and headers are `herald_core::link`'s; this
+//! file only moves them.
+
+use super::http::{call_json, header, internal_request, js_text, post_for_js_text};
+use herald_core::link::{
+    self, path, DeliveryHead, JoinReply, LinkPub, PublishReply, RangeHead, RelayReport,
+};
+use herald_core::Region;
+use wasm_bindgen::JsValue;
+use worker::{Env, Method, Request, Response, Result, Stub};
+
+/// A Relay's handle on its Room.
+pub struct RoomLink {
+    stub: Stub,
+    room: String,
+}
+
+impl RoomLink {
+    pub fn new(env: &Env, room: &str) -> Result<Self> {
+        Ok(RoomLink { stub: env.durable_object("ROOM")?.get_by_name(room)?, room: room.to_owned() })
+    }
+
+    fn headers(&self) -> [(&str, &str); 1] {
+        [(link::HDR_ROOM, self.room.as_str())]
+    }
+
+    /// Reports the relay (and joins, when it has no position).
+    pub async fn report(&self, report: &RelayReport) -> Result<JoinReply> {
+        call_json(&self.stub, path::REPORT, &self.headers(), report).await
+    }
+
+    /// Forwards a publish batch (already JSON, so a retry sends the same
+    /// bytes). The answer's delivery frame stays a JS string.
+    pub async fn publish(&self, batch_json: String) -> Result<(PublishReply, Option<JsValue>)> {
+        let answer = post_for_js_text(&self.stub, path::PUBLISH, &self.headers(), batch_json).await?;
+        // Split in JS, as `link::split_answer` does: the frame never crosses
+        // into Rust; only the small JSON line is read.
+        let (head, frame) = match answer.index_of("\n", 0) {
+            -1 => (String::from(answer), None),
+            at => {
+                let at = u32::try_from(at).unwrap_or(0);
+                (String::from(answer.slice(0, at)), Some(JsValue::from(answer.slice(at + 1, answer.length()))))
+            }
+        };
+        Ok((serde_json::from_str(&head)?, frame))
+    }
+
+    /// Reads stored messages `after < seq <= upto`: a gap repair, or with the
+    /// client's epoch a resume.
+    pub async fn range(&self, after: u64, upto: u64, epoch: Option<&str>) -> Result<(RangeHead, Option<JsValue>)> {
+        let mut url = format!("{}?after={after}&upto={upto}", path::RANGE);
+        if let Some(epoch) = epoch {
+            url.push_str("&epoch=");
+            url.push_str(&super::js::url_encode(epoch));
+        }
+        let req = internal_request(Method::Get, &url, &self.headers(), None)?;
+        let resp = self.stub.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("range read answered {}", resp.status_code())));
+        }
+        let head: RangeHead = serde_json::from_str(&response_header(&resp, link::HDR_RANGE)?)?;
+        let text = js_text(&resp).await?;
+        Ok((head, (text.length() > 0).then(|| JsValue::from(text))))
+    }
+
+    /// `GET …/messages`, answered by the Room as the client gets it.
+    pub async fn history(&self, since: u64, limit: u64) -> Result<Response> {
+        let url = format!("{}?since={since}&limit={limit}", path::HISTORY);
+        self.stub.fetch_with_request(internal_request(Method::Get, &url, &self.headers(), None)?).await
+    }
+
+    /// `DELETE …/messages`, answered by the Room as the client gets it.
+    pub async fn erase(&self) -> Result<Response> {
+        self.stub.fetch_with_request(internal_request(Method::Post, path::ERASE, &self.headers(), None)?).await
+    }
+
+    /// `GET …/stats`, answered by the Room as the client gets it.
+    pub async fn stats(&self) -> Result<Response> {
+        self.stub.fetch_with_request(internal_request(Method::Get, path::STATS, &self.headers(), None)?).await
+    }
+
+    /// An HTTP publish; the answer is `{"seq","epoch","ts"}`.
+    pub async fn http_publish(&self, publish: &LinkPub) -> Result<serde_json::Value> {
+        call_json(&self.stub, path::HTTP_PUBLISH, &self.headers(), publish).await
+    }
+
+    /// A `history` frame for a client, rendered by the Room.
+    pub async fn history_frame(&self, since: u64, limit: u64, id: &str) -> Result<JsValue> {
+        let url = format!("{}?since={since}&limit={limit}", path::HISTORY);
+        let headers = [(link::HDR_ROOM, self.room.as_str()), ("x-herald-framed", "1"), ("x-herald-id", id)];
+        let req = internal_request(Method::Get, &url, &headers, None)?;
+        let resp = self.stub.fetch_with_request(req).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("history answered {}", resp.status_code())));
+        }
+        Ok(JsValue::from(js_text(&resp).await?))
+    }
+}
+
+fn response_header(resp: &Response, name: &str) -> Result<String> {
+    resp.headers()
+        .get(name)?
+        .ok_or_else(|| worker::Error::RustError(format!("answer without {name}")))
+}
+
+/// The Room's delivery to one relay: the head as a header, the frame as the
+/// body. The answer is the relay's report, whose ack says what it applied.
+pub async fn deliver(env: &Env, room: &str, region: Region, head: &DeliveryHead, frame: &str) -> Result<RelayReport> {
+    let stub = env.durable_object("RELAY")?.get_by_name(&link::relay_name(room, region))?;
+    let head = serde_json::to_string(head)?;
+    let headers = [(link::HDR_ROOM, room), (link::HDR_REGION, region.as_str()), (link::HDR_DELIVERY, head.as_str())];
+    let req = internal_request(Method::Post, path::DELIVER, &headers, Some(JsValue::from_str(frame)))?;
+    let resp = stub.fetch_with_request(req).await?;
+    let text = String::from(js_text(&resp).await?);
+    if resp.status_code() != 200 {
+        return Err(worker::Error::RustError(format!("relay answered {}: {text}", resp.status_code())));
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The head of a `deliver` call, as the Relay reads it.
+pub fn delivery_head(req: &Request) -> Result<DeliveryHead> {
+    Ok(serde_json::from_str(&header(req, link::HDR_DELIVERY)?)?)
+}

@@ -1,0 +1,161 @@
+//! Letting a client in: the join with the Room when the relay needs one,
+//! the resume replay, then the connection id and welcome from the core.
+
+use super::attachment::Attachment;
+use super::{JsFrame, RelayInner};
+use crate::edge::http::{header, reject_with};
+use crate::edge::js;
+use herald_core::auth::Grant;
+use herald_core::link;
+use herald_core::relay::{trim_frame, Resume};
+use herald_core::ErrorCode;
+use std::rc::Rc;
+use wasm_bindgen::JsValue;
+use worker::{Request, Response, Result, WebSocketPair};
+
+/// Resume planning rounds: each Room read covers up to the cursor at the
+/// time, and deliveries that land meanwhile are in the window, so this ends
+/// in a step or two.
+const MAX_RESUME_ROUNDS: usize = 8;
+
+/// A client the relay has let in, ready to be attached.
+pub(super) struct Admitted {
+    pub grant: Grant,
+    pub recovered: Option<bool>,
+    pub replay: Vec<JsValue>,
+    pub conn: String,
+    pub welcome: String,
+}
+
+impl RelayInner {
+    /// Joins the Room if needed and gathers what a new client must be sent
+    /// after its welcome: `(recovered, replay frames)`, `recovered` being
+    /// `None` when the client did not ask to resume.
+    async fn prepare_client(&self, req: &Request) -> Result<(Option<bool>, Vec<JsValue>)> {
+        self.ensure_core(Some(req))?;
+        let resume = resume_request(req)?;
+        let open = self.open_connections();
+        if self.with_core(|c| c.needs_join(open))? {
+            let report = self.with_core(|c| c.join_report(open))?;
+            let reply = self.room_link()?.report(&report).await?;
+            // Count again: a client admitted while the join was in flight
+            // must keep the cursor it was welcomed at.
+            let open_now = self.open_connections();
+            self.with_core(|c| c.joined(reply, open_now))?;
+        }
+        match resume {
+            None => Ok((None, Vec::new())),
+            Some((since, epoch)) => {
+                let (recovered, replay, used_room) = self.collect_resume(since, &epoch).await?;
+                self.with_core(|c| c.resumed(recovered, used_room))?;
+                Ok((Some(recovered), replay))
+            }
+        }
+    }
+
+    /// Admits a WebSocket or SSE client: its grant from the Worker, the
+    /// join and resume work, then its connection id and welcome. `Err(Ok(r))`
+    /// is a refusal to answer with (the relay is full).
+    pub(super) async fn admit_client(self: &Rc<Self>, req: &Request) -> std::result::Result<Admitted, Result<Response>> {
+        let grant: Grant = header(req, link::HDR_GRANT)
+            .and_then(|g| Ok(serde_json::from_str(&g)?))
+            .map_err(Err)?;
+        let max = self.config().map_err(Err)?.max_connections_per_relay;
+        if self.open_connections() >= max {
+            return Err(reject_with(ErrorCode::Overloaded, "this region's relay is at its connection limit; retry later"));
+        }
+        self.ensure_core(Some(req)).map_err(Err)?;
+        // Counted in reports from here until the caller accepts the client
+        // (`end_admission`), so the Room never takes the relay for empty.
+        self.with_core(|c| c.begin_admission()).map_err(Err)?;
+        let prepared = self.prepare_client(req).await;
+        let (recovered, replay) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = self.with_core(|c| c.end_admission());
+                return Err(Err(e));
+            }
+        };
+        // The caller must not await between this and joining the fan-out, so
+        // the welcome's seq, the replay and live messages meet at one point.
+        let admitted = self.with_core(|c| {
+            c.end_admission();
+            c.admit(recovered)
+        });
+        match admitted {
+            Ok(Some((conn, welcome))) => Ok(Admitted { grant, recovered, replay, conn, welcome }),
+            Ok(None) => Err(Err(worker::Error::RustError("relay has not joined".into()))),
+            Err(e) => Err(Err(e)),
+        }
+    }
+
+    pub(super) async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
+        let Admitted { grant, replay, conn, welcome, .. } = match self.admit_client(req).await {
+            Ok(a) => a,
+            Err(answer) => return answer,
+        };
+        let pair = WebSocketPair::new()?;
+        self.state.accept_web_socket(&pair.server);
+        self.open_sockets.set(self.open_sockets.get().map(|n| n.saturating_add(1)));
+        pair.server.serialize_attachment(Attachment::new(conn, &grant))?;
+        pair.server.send_with_str(&welcome)?;
+        for frame in &replay {
+            js::send_shared(&pair.server, frame);
+        }
+        self.schedule_report();
+        self.schedule_expiry(&grant).await;
+        Response::from_websocket(pair.client)
+    }
+
+    /// The frames that bring a client who saw up to `since` in `epoch` level
+    /// with this relay's cursor, from the relay's window where it reaches and
+    /// from the Room's storage where it does not. Returns (recovered, frames,
+    /// whether the Room was read). Ephemeral messages are not replayed.
+    async fn collect_resume(&self, since: u64, epoch: &str) -> Result<(bool, Vec<JsValue>, bool)> {
+        let mut frames = Vec::new();
+        let mut used_room = false;
+        let mut after = since;
+        for _ in 0..MAX_RESUME_ROUNDS {
+            let now = js::now_ms();
+            match self.with_core(|c| c.plan_resume(epoch, after, now))? {
+                Resume::NotRecoverable => return Ok((false, Vec::new(), used_room)),
+                Resume::Frames(window) => {
+                    for (JsFrame(frame), trim) in window {
+                        let kept = frame.as_string().and_then(|f| trim_frame(&f, trim.unwrap_or(0), false));
+                        if let Some(kept) = kept {
+                            frames.push(JsValue::from_str(&kept));
+                        }
+                    }
+                    return Ok((true, frames, used_room));
+                }
+                Resume::FromRoom { after: from, upto } => {
+                    used_room = true;
+                    let (head, frame) = self.room_link()?.range(from, upto, Some(epoch)).await?;
+                    if !head.recovered || head.last <= after {
+                        return Ok((false, Vec::new(), used_room));
+                    }
+                    if let Some(frame) = frame {
+                        frames.push(frame);
+                    }
+                    after = head.last;
+                }
+            }
+        }
+        Ok((false, Vec::new(), used_room))
+    }
+}
+
+/// `?since=N&epoch=E` as the router forwarded it (already validated).
+fn resume_request(req: &Request) -> Result<Option<(u64, String)>> {
+    let url = req.url()?;
+    let mut since = None;
+    let mut epoch = None;
+    for (k, v) in url.query_pairs() {
+        match k.as_ref() {
+            "since" => since = v.parse::<u64>().ok(),
+            "epoch" => epoch = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    Ok(since.zip(epoch))
+}

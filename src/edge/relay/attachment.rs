@@ -1,0 +1,34 @@
+//! What a socket carries through hibernation. Versioned and namespaced so a
+//! later layout can read an older one.
+
+use herald_core::auth::{CapabilitySet, Grant};
+use serde::{Deserialize, Serialize};
+use worker::WebSocket;
+
+pub const ATTACHMENT_VERSION: u8 = 1;
+
+#[derive(Serialize, Deserialize)]
+pub struct Attachment {
+    pub herald: u8,
+    pub conn: String,
+    /// The user (`sub`), `None` for an anonymous reader.
+    pub from: Option<String>,
+    pub caps: CapabilitySet,
+    /// Token expiry, seconds since the Unix epoch.
+    pub exp: Option<u64>,
+}
+
+impl Attachment {
+    pub fn new(conn: String, grant: &Grant) -> Self {
+        Attachment { herald: ATTACHMENT_VERSION, conn, from: grant.user.clone(), caps: grant.caps, exp: grant.expires_s }
+    }
+
+    pub fn grant(&self) -> Grant {
+        Grant { user: self.from.clone(), caps: self.caps, expires_s: self.exp, info: None }
+    }
+}
+
+/// The socket's attachment, if it is one this version wrote.
+pub fn attachment(ws: &WebSocket) -> Option<Attachment> {
+    ws.deserialize_attachment::<Attachment>().ok().flatten().filter(|a| a.herald == ATTACHMENT_VERSION)
+}

@@ -1,0 +1,97 @@
+//! Deliveries from the Room and the core's actions: fan-out to every socket
+//! and stream, gap repairs read from the Room, the persisted position, and
+//! the answers to `deliver` calls. The core decides each of these; this
+//! file only carries them out.
+
+use super::{position, JsFrame, RelayInner};
+use crate::edge::http::json;
+use crate::edge::js;
+use crate::edge::link_client::delivery_head;
+use herald_core::relay::RelayAction;
+use herald_core::sse;
+use std::rc::Rc;
+use wasm_bindgen_futures::JsFuture;
+use worker::{console_error, Request, Response, Result};
+
+impl RelayInner {
+    /// A `deliver` call from the Room: hand it to the core, carry out what
+    /// follows, and answer once the core says the delivery is done (applied,
+    /// or given back unapplied) with the report whose ack says which.
+    pub(super) async fn deliver(self: Rc<Self>, req: Request) -> Result<Response> {
+        self.ensure_core(Some(&req))?;
+        let head = delivery_head(&req)?;
+        // The body stays a JS string: it is sent to every socket as is.
+        let body = JsFuture::from(req.inner().text().map_err(worker::Error::from)?).await.map_err(worker::Error::from)?;
+        let frame = (body.as_string().is_some_and(|s| !s.is_empty())).then_some(JsFrame(body));
+        let token = self.next_token.get() + 1;
+        self.next_token.set(token);
+        let (done, answered) = futures::channel::oneshot::channel();
+        self.answers.borrow_mut().insert(token, done);
+        self.with_core(|c| c.handle_delivery(Some(token), head, frame))?;
+        self.pump();
+        // A dropped sender (the object failing meanwhile) answers too: the
+        // report then acknowledges only what was applied.
+        let _ = answered.await;
+        let open = self.open_connections();
+        json(&self.with_core(|c| c.report(open))?)
+    }
+
+    /// Carries out the core's actions until it has none. Reads run as tasks
+    /// that feed their answer back and pump again.
+    pub(super) fn pump(self: &Rc<Self>) {
+        loop {
+            let action = match self.with_core(|c| c.poll_action()) {
+                Ok(Some(action)) => action,
+                Ok(None) => return,
+                Err(e) => {
+                    console_error!("relay: {e}");
+                    return;
+                }
+            };
+            match action {
+                RelayAction::FanOut(JsFrame(frame)) => self.fan_out(&frame),
+                RelayAction::SavePosition(saved) => {
+                    if let Err(e) = position::save(&self.state.storage().sql(), &saved) {
+                        console_error!("relay: saving the position: {e}");
+                    }
+                }
+                RelayAction::Answer { token } => {
+                    if let Some(done) = self.answers.borrow_mut().remove(&token) {
+                        let _ = done.send(());
+                    }
+                }
+                RelayAction::ReadRange { after, upto } => {
+                    let this = Rc::clone(self);
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let read = async { this.room_link()?.range(after, upto, None).await }.await;
+                        let fed = match read {
+                            Ok((head, frame)) => this.with_core(|c| c.handle_range(head, frame.map(JsFrame))),
+                            Err(e) => {
+                                console_error!("relay: repair {after}..{upto} failed: {e}");
+                                this.with_core(|c| c.handle_range_failed())
+                            }
+                        };
+                        if fed.is_ok() {
+                            this.pump();
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// One JS string to every socket, and its events to every SSE stream.
+    /// A socket that is closing throws on `send`, so the sockets reached are
+    /// the open count `open_connections` would find.
+    fn fan_out(self: &Rc<Self>, frame: &wasm_bindgen::JsValue) {
+        let sent = self.state.get_websockets().iter().filter(|ws| js::send_shared(ws, frame)).count();
+        let _ = self.with_core(|c| c.sent(sent as u64));
+        self.open_sockets.set(Some(u32::try_from(sent).unwrap_or(u32::MAX)));
+        if !self.sse.borrow().is_empty() {
+            let epoch = self.with_core(|c| c.epoch().unwrap_or_default().to_owned()).unwrap_or_default();
+            if let Some(text) = frame.as_string() {
+                self.write_sse(sse::delivery_events(&text, &epoch).as_bytes());
+            }
+        }
+    }
+}

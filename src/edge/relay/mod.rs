@@ -1,0 +1,250 @@
+//! The `Relay` Durable Object: one per (room, region). It holds the
+//! region's client sockets with the Hibernation API, runs [`RelayCore`],
+//! and carries out what the core decides. Between messages it hibernates
+//! with its sockets kept; what it must remember per socket is in the
+//! socket's attachment, and its position in the room's stream is in its
+//! storage.
+//!
+//! One concern per file: `admission` (joining the Room, resuming, welcoming
+//! a client), `inbound` (client frames and publishes), `fan_out` (deliveries
+//! and the core's actions), `sse` (event streams), `expiry` (token expiry),
+//! `attachment` and `position` (what survives hibernation).
+
+mod admission;
+mod attachment;
+mod expiry;
+mod fan_out;
+mod inbound;
+mod position;
+mod sse;
+
+use super::link_client::RoomLink;
+use super::{js, wakeups};
+use attachment::attachment;
+use herald_core::link::{self, parse_relay_name, path};
+use herald_core::relay::{Frame, RelayCore};
+use herald_core::single_flight::SingleFlight;
+use herald_core::{Config, ErrorCode, Region, Rejection};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use wasm_bindgen::JsValue;
+use worker::{
+    console_error, durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketRequestResponsePair,
+};
+
+/// A frame as the relay holds it: one JS string, handed as is to every
+/// socket and kept in the window without a copy into wasm memory.
+#[derive(Clone, Debug)]
+pub struct JsFrame(pub JsValue);
+
+impl Frame for JsFrame {
+    fn from_text(text: String) -> Self {
+        JsFrame(JsValue::from(text))
+    }
+    fn text(&self) -> Option<String> {
+        self.0.as_string()
+    }
+}
+
+#[durable_object]
+pub struct Relay {
+    inner: Rc<RelayInner>,
+}
+
+struct RelayInner {
+    state: State,
+    env: Env,
+    wakeups: u64,
+    config: std::result::Result<Config, String>,
+    core: RefCell<Option<RelayCore<JsFrame>>>,
+    publishes: RefCell<SingleFlight<inbound::PendingPub>>,
+    /// Open SSE streams. Unlike hibernatable sockets these live in memory,
+    /// so an open stream keeps the relay awake.
+    sse: RefCell<Vec<sse::SseClient>>,
+    heartbeat_running: Cell<bool>,
+    /// Open hibernatable sockets. Walking `getWebSockets()` on every
+    /// admission made connecting N clients O(N²), so the walk happens once
+    /// after a wake and the count is then kept: +1 on accept, −1 on close,
+    /// and set to the exact number each fan-out reaches. A cached zero is
+    /// always recounted, because `needs_join` trusts zero to mean that no
+    /// client can miss a delivery.
+    open_sockets: Cell<Option<u32>>,
+    /// The alarm time this incarnation set or read (ms), so admitting a
+    /// client with an expiring token does not read storage every time.
+    alarm_at: Cell<Option<i64>>,
+    /// `deliver` calls waiting for the core to say they are done, by token.
+    answers: RefCell<HashMap<u64, futures::channel::oneshot::Sender<()>>>,
+    next_token: Cell<u64>,
+}
+
+impl DurableObject for Relay {
+    fn new(state: State, env: Env) -> Self {
+        let wakeups = wakeups::constructed(&state.id().to_string());
+        // `ping` is answered by the runtime itself, without waking the object.
+        match WebSocketRequestResponsePair::new("ping", "pong") {
+            Ok(pair) => state.set_websocket_auto_response(&pair),
+            Err(e) => console_error!("relay: auto-response: {e:?}"),
+        }
+        let config = Config::from_vars(|k| env.var(k).ok().map(|v| v.to_string())).map_err(|e| e.to_string());
+        Relay {
+            inner: Rc::new(RelayInner {
+                state,
+                env,
+                wakeups,
+                config,
+                core: RefCell::new(None),
+                publishes: RefCell::new(SingleFlight::new(inbound::MAX_PENDING_PUBLISHES)),
+                sse: RefCell::new(Vec::new()),
+                heartbeat_running: Cell::new(false),
+                open_sockets: Cell::new(None),
+                alarm_at: Cell::new(None),
+                answers: RefCell::new(HashMap::new()),
+                next_token: Cell::new(0),
+            }),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let inner = Rc::clone(&self.inner);
+        let result = match req.path().as_str() {
+            path::CONNECT => inner.connect(&req).await,
+            path::EVENTS => inner.events(&req).await,
+            path::DELIVER => inner.deliver(req).await,
+            other => Err(worker::Error::RustError(format!("no relay route {other}"))),
+        };
+        result.or_else(|e| {
+            console_error!("relay: {e}");
+            super::http::reject_with(ErrorCode::Internal, "the relay failed; retry")
+        })
+    }
+
+    /// Closes the sockets whose tokens expired while they were silent.
+    async fn alarm(&self) -> Result<Response> {
+        let inner = Rc::clone(&self.inner);
+        inner.alarm_at.set(None);
+        inner.expire_silent().await;
+        Response::empty()
+    }
+
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let inner = Rc::clone(&self.inner);
+        let text = match message {
+            WebSocketIncomingMessage::String(text) => text,
+            WebSocketIncomingMessage::Binary(_) => {
+                inner.refuse(&ws, None, Rejection::new(ErrorCode::BadFrame, "binary frames are not supported; send JSON text"));
+                return Ok(());
+            }
+        };
+        inner.on_text(ws, &text).await;
+        Ok(())
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, code: usize, reason: String, _clean: bool) -> Result<()> {
+        // Always answer the close; 1005/1006 cannot be sent, so those get 1000.
+        let code = u16::try_from(code).ok().filter(|c| (1000..5000).contains(c) && ![1005, 1006, 1015].contains(c));
+        let _ = ws.close(Some(code.unwrap_or(1000)), Some(reason));
+        self.inner.open_sockets.set(self.inner.open_sockets.get().map(|n| n.saturating_sub(1)));
+        self.inner.forget(&ws);
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        // An error may or may not be followed by a close event: recount.
+        self.inner.open_sockets.set(None);
+        self.inner.forget(&ws);
+        Ok(())
+    }
+}
+
+impl RelayInner {
+    /// The configuration, or the error naming the bad variable. Every path
+    /// that needs a setting goes through here: no silent defaults.
+    fn config(&self) -> Result<&Config> {
+        self.config.as_ref().map_err(|e| worker::Error::RustError(format!("bad configuration: {e}")))
+    }
+
+    /// The core, created on first use from the object's name (or, failing
+    /// that, the caller's headers), with the position it persisted.
+    fn ensure_core(&self, req: Option<&Request>) -> Result<()> {
+        if self.core.borrow().is_some() {
+            return Ok(());
+        }
+        let config = self.config()?;
+        let identity = self.state.id().name().and_then(|n| parse_relay_name(&n));
+        let (room, region) = match (identity, req) {
+            (Some(id), _) => id,
+            (None, Some(req)) => (
+                super::http::header(req, link::HDR_ROOM)?,
+                Region::parse(&super::http::header(req, link::HDR_REGION)?).map_err(|r| worker::Error::RustError(r.message))?,
+            ),
+            (None, None) => return Err(worker::Error::RustError("relay does not know its name".into())),
+        };
+        // The construction time numbers the incarnation: it grows.
+        let mut core = RelayCore::new(room, region, self.wakeups, js::random_tag(6), js::now_ms());
+        core.set_publish_rate(config.pub_rate, config.pub_burst);
+        core.set_retention(config.retention());
+        if let Some(saved) = position::load(&self.state.storage().sql())? {
+            core.restore(saved);
+        }
+        *self.core.borrow_mut() = Some(core);
+        Ok(())
+    }
+
+    fn with_core<T>(&self, f: impl FnOnce(&mut RelayCore<JsFrame>) -> T) -> Result<T> {
+        let mut guard = self.core.borrow_mut();
+        let core = guard.as_mut().ok_or_else(|| worker::Error::RustError("relay core not loaded".into()))?;
+        Ok(f(core))
+    }
+
+    fn room_link(&self) -> Result<RoomLink> {
+        let room = self.with_core(|c| c.room().to_owned())?;
+        RoomLink::new(&self.env, &room)
+    }
+
+    /// Open client sockets plus open SSE streams.
+    fn open_connections(&self) -> u32 {
+        let sockets = match self.open_sockets.get() {
+            Some(n) if n > 0 => n,
+            _ => {
+                let walked = self.state.get_websockets().iter().filter(|ws| js::is_open(ws)).count();
+                let n = u32::try_from(walked).unwrap_or(u32::MAX);
+                self.open_sockets.set(Some(n));
+                n
+            }
+        };
+        sockets.saturating_add(u32::try_from(self.sse.borrow().len()).unwrap_or(u32::MAX))
+    }
+
+    fn forget(self: &Rc<Self>, ws: &WebSocket) {
+        if self.ensure_core(None).is_err() {
+            return;
+        }
+        if let Some(a) = attachment(ws) {
+            let _ = self.with_core(|c| c.closed(&a.conn));
+        }
+        self.schedule_report();
+    }
+
+    /// Tells the Room this relay's connection count, coalescing changes that
+    /// happen while a report is in flight into one more report.
+    fn schedule_report(self: &Rc<Self>) {
+        if !self.with_core(RelayCore::want_report).unwrap_or(false) {
+            return;
+        }
+        let this = Rc::clone(self);
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                let open = this.open_connections();
+                let sent = async { this.room_link()?.report(&this.with_core(|c| c.report(open))?).await }.await;
+                if let Err(e) = sent {
+                    console_error!("relay: report failed: {e}");
+                }
+                if !this.with_core(RelayCore::report_done).unwrap_or(false) {
+                    return;
+                }
+            }
+        });
+    }
+}
