@@ -76,7 +76,11 @@ async fn sse_reads_resumes_and_resets() {
     let last_id = format!("{epoch}:5");
     let mut s = SseStream::open(&events("weur"), &[("Last-Event-ID", &last_id)]).await.unwrap();
     let w = welcome(&mut s).await;
-    assert_eq!((w["recovered"].as_bool(), w["seq"].as_u64()), (Some(true), Some(10)), "{w}");
+    // The welcome carries the relay's cursor: 10, or lower while the relay,
+    // which had no clients meanwhile, is still catching up from storage;
+    // either way 6..=10 follow in order.
+    assert_eq!(w["recovered"].as_bool(), Some(true), "{w}");
+    assert!(w["seq"].as_u64().is_some_and(|s| (5..=10).contains(&s)), "{w}");
     expect_msgs(&mut s, &epoch, 6, 5).await;
     publish(11).await;
     expect_msgs(&mut s, &epoch, 11, 1).await;

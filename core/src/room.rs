@@ -79,11 +79,21 @@ pub struct Meta {
     pub epoch_start: u64,
 }
 
+/// A relay in the Room's persisted table: its connections as last reported,
+/// and that report's order (incarnation, counter), so a report older than it
+/// is still known for stale after the Room restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedRelay {
+    pub region: Region,
+    pub connections: u32,
+    pub order: (u64, u64),
+}
+
 /// What the Room persisted, read back when the object is constructed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restored {
     pub meta: Meta,
-    pub relays: Vec<(Region, u32)>,
+    pub relays: Vec<SavedRelay>,
     /// (seq, ts) of the stored messages, in seq order.
     pub index: Vec<(u64, u64)>,
     /// Remembered `mid`s as (mid, seq, ts).
@@ -100,7 +110,7 @@ pub enum RoomAction {
     /// Persist a message; its seq is now the room's last seq.
     Store(Message),
     /// Replace the persisted table of active relays.
-    SaveRelays(Vec<(Region, u32)>),
+    SaveRelays(Vec<SavedRelay>),
     /// Call the relay with a delivery; report the answer with
     /// [`RoomCore::delivered`].
     Deliver(Delivery),
@@ -182,6 +192,11 @@ struct RelayLink {
     hold_until: Option<u64>,
     /// When `unacked` is sent again if still not acknowledged.
     ack_due: Option<u64>,
+    /// Heard from in this incarnation. A link restored from storage is not:
+    /// the order of the last report it applied before the restart may not
+    /// have been saved, so until a delivery answer (fresh by construction)
+    /// confirms it, no report can make the Room forget it.
+    confirmed: bool,
 }
 
 impl RelayLink {
@@ -196,6 +211,7 @@ impl RelayLink {
             attempt: 0,
             hold_until: None,
             ack_due: None,
+            confirmed: true,
         }
     }
 
@@ -385,10 +401,14 @@ impl RoomCore {
                 core.batches = r.batches.into_iter().rev().take(REMEMBERED_BATCHES).rev().collect();
                 // What was queued for these relays died with the last
                 // incarnation: each is told to bring itself level.
-                for (region, connections) in r.relays {
-                    let report = RelayReport { connections, ..RelayReport::new(region) };
+                for saved in r.relays {
+                    let (incarnation, report_seq) = saved.order;
+                    let report = RelayReport { connections: saved.connections, incarnation, report_seq, ..RelayReport::new(saved.region) };
                     core.add_link(report);
-                    core.queue_sync(region);
+                    if let Some(link) = core.relays.get_mut(&saved.region) {
+                        link.confirmed = false;
+                    }
+                    core.queue_sync(saved.region);
                 }
             }
             None => core.actions.push_back(RoomAction::SaveMeta(fresh)),
@@ -422,6 +442,19 @@ impl RoomCore {
     fn add_link(&mut self, report: RelayReport) {
         self.next_link += 1;
         self.relays.insert(report.region, RelayLink::new(report, self.next_link));
+    }
+
+    /// Starts a relay's link afresh: a new link number, items numbered from
+    /// 1, nothing held. Used when what was held is dropped (an erasure, a
+    /// queue given up), so the relay never waits on numbers that will not
+    /// come: its acks of the old link no longer count.
+    fn renumber(&mut self, region: Region) {
+        self.next_link += 1;
+        if let Some(link) = self.relays.get_mut(&region) {
+            link.clear();
+            link.id = self.next_link;
+            link.next_lsn = 1;
+        }
     }
 
     fn take_uid(&mut self) -> u64 {
@@ -498,9 +531,7 @@ impl RoomCore {
     /// Forgets what was held for a relay that is too far behind, and tells it
     /// to bring itself level from storage instead.
     fn give_up_queue(&mut self, region: Region) {
-        if let Some(link) = self.relays.get_mut(&region) {
-            link.clear();
-        }
+        self.renumber(region);
         self.queue_sync(region);
     }
 
@@ -559,8 +590,9 @@ impl RoomCore {
         self.batches.clear();
         self.actions.push_back(RoomAction::EraseAll);
         self.actions.push_back(RoomAction::SaveMeta(self.meta.clone()));
-        for link in self.relays.values_mut() {
-            link.clear();
+        let regions: Vec<Region> = self.relays.keys().copied().collect();
+        for region in regions {
+            self.renumber(region);
         }
         let uid = self.take_uid();
         let frame = reset_frame(&self.meta.epoch, self.meta.seq);
@@ -641,7 +673,10 @@ impl RoomCore {
         let Some(link) = self.relays.get_mut(&region) else { return };
         link.calling = false;
         match result {
-            Ok(Some(report)) => self.apply_report(report),
+            Ok(Some(report)) => {
+                link.confirmed = true;
+                self.apply_report(report);
+            }
             Ok(None) => {}
             Err(()) => {
                 link.attempt = (link.attempt + 1).min(MAX_ATTEMPTS);
@@ -671,7 +706,8 @@ impl RoomCore {
                 return; // overtaken by a newer report
             }
         }
-        if report.connections == 0 {
+        let unconfirmed = self.relays.get(&region).is_some_and(|l| !l.confirmed);
+        if report.connections == 0 && !unconfirmed {
             // No clients: nothing to deliver, and nothing a client could
             // miss. A relay that gets clients again joins first.
             self.forget(region);
@@ -706,7 +742,11 @@ impl RoomCore {
         let table = self
             .relays
             .iter()
-            .map(|(region, link)| (*region, link.report.connections))
+            .map(|(region, link)| SavedRelay {
+                region: *region,
+                connections: link.report.connections,
+                order: (link.report.incarnation, link.report.report_seq),
+            })
             .collect();
         self.actions.push_back(RoomAction::SaveRelays(table));
     }
@@ -930,7 +970,7 @@ mod tests {
         assert_eq!(drain(&mut fresh), vec![RoomAction::SaveMeta(meta)]);
         let restored = Restored {
             meta: Meta { epoch: "e0".into(), seq: 41, gen: 2, epoch_start: 30 },
-            relays: vec![(Region::Weur, 2)],
+            relays: vec![SavedRelay { region: Region::Weur, connections: 2, order: (1, 1) }],
             index: vec![(41, 1)],
             mids: vec![("m".into(), 41, 1)],
             batches: vec![],

@@ -4,7 +4,7 @@
 
 use herald_core::history::Prune;
 use herald_core::link::PubOutcome;
-use herald_core::room::{Meta, Restored};
+use herald_core::room::{Meta, Restored, SavedRelay};
 use herald_core::server_frame::Message;
 use herald_core::Region;
 use serde::Deserialize;
@@ -19,10 +19,27 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, outcomes TEXT NOT NULL, ts INTEGER NOT NULL)",
 ];
 
+/// Columns added after a table first shipped: added where missing.
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("relays", "incarnation INTEGER NOT NULL DEFAULT 0"),
+    ("relays", "report_seq INTEGER NOT NULL DEFAULT 0"),
+];
+
 /// Creates the tables if needed and reads back what the room had.
 pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
     for stmt in SCHEMA {
         sql.exec(stmt, None)?;
+    }
+    #[derive(Deserialize)]
+    struct Column {
+        name: String,
+    }
+    for (table, column) in ADDED_COLUMNS {
+        let name = column.split(' ').next().unwrap_or_default();
+        let have: Vec<Column> = sql.exec(&format!("SELECT name FROM pragma_table_info('{table}')"), None)?.to_array()?;
+        if !have.iter().any(|c| c.name == name) {
+            sql.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), None)?;
+        }
     }
     #[derive(Deserialize)]
     struct Kv {
@@ -50,11 +67,20 @@ pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
     struct RelayRow {
         region: String,
         connections: f64,
+        incarnation: f64,
+        report_seq: f64,
     }
-    let rows: Vec<RelayRow> = sql.exec("SELECT region, connections FROM relays", None)?.to_array()?;
+    let rows: Vec<RelayRow> =
+        sql.exec("SELECT region, connections, incarnation, report_seq FROM relays", None)?.to_array()?;
     let relays = rows
         .into_iter()
-        .filter_map(|r| Some((Region::parse(&r.region).ok()?, r.connections.max(0.0) as u32)))
+        .filter_map(|r| {
+            Some(SavedRelay {
+                region: Region::parse(&r.region).ok()?,
+                connections: r.connections.max(0.0) as u32,
+                order: (r.incarnation.max(0.0) as u64, r.report_seq.max(0.0) as u64),
+            })
+        })
         .collect();
     #[derive(Deserialize)]
     struct IndexRow {
@@ -156,12 +182,12 @@ pub fn erase_all(sql: &SqlStorage) -> Result<()> {
     Ok(())
 }
 
-pub fn save_relays(sql: &SqlStorage, table: &[(Region, u32)]) -> Result<()> {
+pub fn save_relays(sql: &SqlStorage, table: &[SavedRelay]) -> Result<()> {
     sql.exec("DELETE FROM relays", None)?;
-    for (region, connections) in table {
+    for r in table {
         sql.exec(
-            "INSERT INTO relays (region, connections) VALUES (?, ?)",
-            vec![region.as_str().into(), int(u64::from(*connections))?],
+            "INSERT INTO relays (region, connections, incarnation, report_seq) VALUES (?, ?, ?, ?)",
+            vec![r.region.as_str().into(), int(u64::from(r.connections))?, int(r.order.0)?, int(r.order.1)?],
         )?;
     }
     Ok(())

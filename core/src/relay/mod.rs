@@ -35,9 +35,11 @@
 //! is persisted after each change ([`RelayAction::SavePosition`]), so a relay
 //! that hibernated with its sockets still knows where its clients are.
 
+mod inbound;
 mod window;
 
-pub use window::{trim_frame, Window, RELAY_WINDOW_MESSAGES};
+pub use inbound::Inbound;
+pub use window::{trim_frame, without_resets, Window, RELAY_WINDOW_MESSAGES};
 
 use crate::abuse::Strikes;
 use crate::backoff::{Backoff, Rng};
@@ -117,16 +119,12 @@ pub enum Resume<F> {
 }
 
 /// A delivery waiting to be applied: from a `deliver` call (with the
-/// token its answer waits on) or from a publish answer; or a join answer
-/// the relay must catch up to before it takes its ack.
+/// token its answer waits on) or from a publish answer.
 #[derive(Debug)]
 struct Incoming<F> {
     token: Option<u64>,
     head: DeliveryHead,
     frame: Option<F>,
-    /// A join answer: "be level with `sync_to`, then everything up to
-    /// `last_lsn` of this link is yours".
-    join: bool,
 }
 
 /// Out-of-order lsn ranges kept above the cumulative ack, at most.
@@ -147,8 +145,9 @@ pub struct RelayCore<F = String> {
     /// `None` until the relay has joined (or restored its position).
     position: Option<Saved>,
     pending: VecDeque<Incoming<F>>,
-    /// Lsn ranges of the ack's link applied ahead of a missing one.
+    /// Lsn ranges applied ahead of a missing one, and the link they are of.
     ahead: Vec<(u64, u64)>,
+    ahead_key: (u64, u64),
     /// Clients between the start of their admission and their socket being
     /// accepted: counted in reports, so the Room never takes the relay for
     /// empty while one is joining.
@@ -203,6 +202,7 @@ impl<F: Frame> RelayCore<F> {
             position: None,
             pending: VecDeque::new(),
             ahead: Vec::new(),
+            ahead_key: (0, 0),
             admitting: 0,
             incarnation,
             report_seq: 0,
@@ -273,57 +273,43 @@ impl<F: Frame> RelayCore<F> {
         self.admitting = self.admitting.saturating_sub(1);
     }
 
-    /// The report sent when joining. With no clients it carries no
-    /// position: nothing was fanned out that a client could miss, so the
-    /// relay adopts the Room's.
+    /// The report sent when joining: the relay's own position, or none for
+    /// a relay that never had one (it adopts the Room's).
     pub fn join_report(&mut self, open_connections: u32) -> RelayReport {
-        let mut report = self.report(open_connections);
-        if open_connections == 0 {
-            report.position = None;
-        }
-        report
+        self.report(open_connections)
     }
 
-    /// The Room's answer to a join. It never moves the relay backwards: an
-    /// answer older than what the relay has applied is ignored. With no
-    /// clients (counted after the join) the relay adopts the answer's
-    /// position; with clients, it first catches up to the answer's seq from
-    /// storage, in order with the deliveries it has, then takes its ack.
+    /// The Room's answer to a join. A relay with no position adopts it
+    /// whole. A relay with a position never takes the Room's ack from a join
+    /// (the Room syncs a relay that is behind, and drives that to the end);
+    /// with no clients and nothing in hand it skips ahead to the answer's
+    /// seq, since nobody is waiting for what lies between. It never moves
+    /// backwards.
     pub fn joined(&mut self, reply: JoinReply, open_connections: u32) {
         let Some(p) = &self.position else {
             self.adopt(reply);
             return;
         };
-        let newer = p.ack.is_none_or(|a| (reply.ack.key(), reply.ack.lsn) > (a.key(), a.lsn));
-        if !newer {
-            return;
+        let idle = open_connections == 0 && self.pending.is_empty() && !self.reading;
+        if idle && (reply.gen, reply.seq) > (p.gen, p.cursor) {
+            let ack = p.ack;
+            if self.epoch() != Some(reply.epoch.as_str()) {
+                self.window.clear();
+            }
+            self.position = Some(Saved {
+                epoch: reply.epoch,
+                gen: reply.gen,
+                epoch_start: reply.epoch_start,
+                cursor: reply.seq,
+                ack,
+            });
+            self.dirty = true;
+            self.flush();
         }
-        if open_connections == 0 && (reply.gen, reply.seq) >= (p.gen, p.cursor) && self.pending.is_empty() && !self.reading {
-            self.adopt(reply);
-            return;
-        }
-        let head = DeliveryHead {
-            epoch: reply.epoch,
-            gen: reply.gen,
-            epoch_start: reply.epoch_start,
-            inc: reply.ack.inc,
-            link: reply.ack.link,
-            first_lsn: 0,
-            last_lsn: reply.ack.lsn,
-            first: None,
-            last: None,
-            first_ts: 0,
-            sync_to: Some(reply.seq),
-            reset: false,
-        };
-        self.pending.push_back(Incoming { token: None, head, frame: None, join: true });
-        self.process();
     }
 
     fn adopt(&mut self, reply: JoinReply) {
-        if self.epoch() != Some(reply.epoch.as_str()) {
-            self.window.clear();
-        }
+        self.window.clear();
         self.ahead.clear();
         self.position = Some(Saved {
             epoch: reply.epoch,
@@ -355,7 +341,7 @@ impl<F: Frame> RelayCore<F> {
             }
             return;
         }
-        self.pending.push_back(Incoming { token, head, frame, join: false });
+        self.pending.push_back(Incoming { token, head, frame });
         self.process();
     }
 
@@ -478,15 +464,18 @@ impl<F: Frame> RelayCore<F> {
         let key = (h.inc, h.link);
         let ack = p.ack.filter(|a| a.key() == key).map_or(0, |a| a.lsn);
         let stale_link = p.ack.is_some_and(|a| a.key() > key);
-        let retry = h.last_lsn <= ack || self.ahead.iter().any(|&(a, b)| a <= h.first_lsn && h.last_lsn <= b);
-        if stale_link || (retry && !d.join) {
-            return Step::Applied;
+        let ahead = self.ahead_key == key && self.ahead.iter().any(|&(a, b)| a <= h.first_lsn && h.last_lsn <= b);
+        if stale_link || h.last_lsn <= ack || ahead {
+            return Step::Applied; // a retry, or of a link since replaced
         }
         if h.gen < p.gen {
             // From an epoch since erased: nothing in it goes out.
-            self.record(h, d.join);
+            self.record(h);
             return Step::Applied;
         }
+        // The epoch's reset goes out once: here, or when the relay crossed
+        // into the epoch on a later item and announced it itself.
+        let announced = h.reset && h.gen == p.gen;
         if h.gen > p.gen {
             self.cross_epoch(&h.epoch, h.gen, h.epoch_start, !h.reset);
         }
@@ -498,7 +487,13 @@ impl<F: Frame> RelayCore<F> {
             return Step::Reading;
         }
         let cursor = p.cursor;
-        if let Some(frame) = d.frame.as_ref() {
+        let stripped = if announced { d.frame.as_ref().and_then(|f| f.text()).and_then(|t| without_resets(&t)) } else { None };
+        let frame = match stripped {
+            Some(kept) => Some(F::from_text(kept)),
+            None if announced => None,
+            None => d.frame.clone(),
+        };
+        if let Some(frame) = frame.as_ref() {
             match (h.first, h.last) {
                 (Some(first), Some(last)) if first > cursor => {
                     self.window.push(first, last, h.first_ts, frame.clone());
@@ -523,24 +518,22 @@ impl<F: Frame> RelayCore<F> {
         if let Some(p) = self.position.as_mut() {
             p.cursor = p.cursor.max(h.last.unwrap_or(0));
         }
-        self.record(h, d.join);
+        self.record(h);
         Step::Applied
     }
 
     /// Takes a delivery's lsn range into the ack: at once when it follows
     /// on (then any ranges applied ahead that now follow on too), or kept
-    /// aside until the missing ones arrive. A join answer is cumulative.
-    fn record(&mut self, h: &DeliveryHead, join: bool) {
+    /// aside until the missing ones arrive.
+    fn record(&mut self, h: &DeliveryHead) {
         let Some(p) = self.position.as_mut() else { return };
         let key = (h.inc, h.link);
-        let mut ack = match p.ack.filter(|a| a.key() == key) {
-            Some(a) => a,
-            None => {
-                self.ahead.clear();
-                LinkAck { inc: h.inc, link: h.link, lsn: 0 }
-            }
-        };
-        if join || h.first_lsn <= ack.lsn + 1 {
+        if self.ahead_key != key {
+            self.ahead.clear();
+            self.ahead_key = key;
+        }
+        let mut ack = p.ack.filter(|a| a.key() == key).unwrap_or(LinkAck { inc: h.inc, link: h.link, lsn: 0 });
+        if h.first_lsn <= ack.lsn + 1 {
             ack.lsn = ack.lsn.max(h.last_lsn);
             while let Some(i) = self.ahead.iter().position(|&(a, _)| a <= ack.lsn + 1) {
                 ack.lsn = ack.lsn.max(self.ahead.swap_remove(i).1);
@@ -902,6 +895,10 @@ mod tests {
         assert_eq!(replay.as_array().unwrap().len(), 2, "a replay drops ephemeral messages");
         assert_eq!(trim_frame(r#"{"t":"msg","seq":3,"ts":1,"data":1,"from":null}"#, 3, true), None);
         assert_eq!(trim_frame("garbage", 0, true), None);
+        let with_reset = r#"[{"t":"reset","epoch":"e2","seq":4},{"t":"msg","seq":5,"ts":1,"data":1,"from":null}]"#;
+        let kept: serde_json::Value = serde_json::from_str(&without_resets(with_reset).unwrap()).unwrap();
+        assert_eq!(kept["seq"], 5, "the reset is gone, the message stays: {kept}");
+        assert_eq!(without_resets(r#"{"t":"reset","epoch":"e2","seq":4}"#), None);
     }
 
     #[test]

@@ -76,29 +76,37 @@ impl<F: Clone> Window<F> {
     }
 }
 
-/// Keeps the messages of a (batch) frame with seq above `after`, and the
-/// ephemeral ones when `keep_ephemeral` (live delivery, not a replay).
-/// Returns `None` when nothing is left or the frame is not what the Room
+/// Rebuilds a frame (one object, or a batch array) from the items `keep`
+/// accepts. `None` when none is left or the frame is not what the Room
 /// renders.
-pub fn trim_frame(frame: &str, after: u64, keep_ephemeral: bool) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct SeqOnly {
-        seq: Option<u64>,
-    }
+fn filter_frame(frame: &str, keep: impl Fn(&str) -> bool) -> Option<String> {
     let items: Vec<&RawValue> = if frame.trim_start().starts_with('[') {
         serde_json::from_str(frame).ok()?
     } else {
         vec![serde_json::from_str(frame).ok()?]
     };
-    let kept: Vec<&str> = items
-        .into_iter()
-        .filter(|raw| {
-            serde_json::from_str::<SeqOnly>(raw.get())
-                .map(|m| m.seq.map_or(keep_ephemeral, |s| s > after))
-                .unwrap_or(false)
-        })
-        .map(RawValue::get)
-        .collect();
+    let kept: Vec<&str> = items.into_iter().map(RawValue::get).filter(|item| keep(item)).collect();
     (!kept.is_empty()).then(|| batch_frame(&kept))
 }
 
+/// Keeps the messages of a (batch) frame with seq above `after`, and the
+/// ephemeral ones when `keep_ephemeral` (live delivery, not a replay).
+pub fn trim_frame(frame: &str, after: u64, keep_ephemeral: bool) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct SeqOnly {
+        seq: Option<u64>,
+    }
+    filter_frame(frame, |item| {
+        serde_json::from_str::<SeqOnly>(item).is_ok_and(|m| m.seq.map_or(keep_ephemeral, |s| s > after))
+    })
+}
+
+/// The frame without its `reset` items (one the relay already announced).
+pub fn without_resets(frame: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(borrow)]
+        t: &'a str,
+    }
+    filter_frame(frame, |item| serde_json::from_str::<Kind>(item).map_or(true, |k| k.t != "reset"))
+}

@@ -1,15 +1,16 @@
-//! Frames from client sockets: pings, history reads, and publishes, which
-//! are forwarded to the Room in batches, one call at a time.
+//! Frames from client sockets, as the core's verdict says: pings, history
+//! reads, refusals, and publishes, which are forwarded to the Room in
+//! batches, one call at a time.
 
 use super::attachment::attachment;
 use super::{JsFrame, RelayInner};
 use crate::edge::js;
-use herald_core::auth::Capability;
 use herald_core::close_code::CloseCode;
 use herald_core::link::{LinkPub, PublishBatch};
+use herald_core::relay::Inbound;
 use herald_core::server_frame::{ack_frame, err_frame};
 use herald_core::single_flight::Pushed;
-use herald_core::{parse_client_frame, ClientFrame, ErrorCode, Rejection};
+use herald_core::{ErrorCode, Rejection};
 use serde_json::value::RawValue;
 use std::rc::Rc;
 use worker::{console_error, WebSocket};
@@ -27,60 +28,45 @@ pub(super) struct PendingPub {
 }
 
 impl RelayInner {
+    /// Carries out the core's verdict on one client frame.
     pub(super) async fn on_text(self: Rc<Self>, ws: WebSocket, text: &str) {
-        if let Err(e) = self.ensure_core(None) {
-            console_error!("relay: {e}");
-            self.refuse(&ws, None, Rejection::new(ErrorCode::Internal, "server misconfigured"));
-            return;
-        }
-        let Ok(config) = self.config() else { return };
-        let (limits, skew, (rate, burst)) = (config.frame_limits(), config.clock_skew_s, (config.pub_rate, config.pub_burst));
-        let Some(att) = attachment(&ws) else {
-            console_error!("relay: a socket without its attachment");
-            return;
+        let verdict = self.ensure_core(None).and_then(|()| {
+            let config = self.config()?;
+            let att = attachment(&ws).ok_or_else(|| worker::Error::RustError("a socket without its attachment".into()))?;
+            let (limits, skew) = (config.frame_limits(), config.clock_skew_s);
+            self.with_core(|c| c.handle_client_frame(js::now_ms(), &att.conn, &att.grant(), text, limits, skew))
+        });
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(e) => {
+                console_error!("relay: {e}");
+                let _ = ws.send_with_str(err_frame(None, &Rejection::new(ErrorCode::Internal, "server misconfigured")));
+                return;
+            }
         };
-        let now = js::now_ms();
-        let grant = att.grant();
-        if grant.expired(now / 1000, skew) {
-            let close = CloseCode::TokenExpired;
-            let _ = ws.close(Some(close.code()), Some(close.reason()));
-            return;
-        }
-        match parse_client_frame(text, limits) {
-            Ok(ClientFrame::Ping) => {
+        match verdict {
+            Inbound::Pong => {
                 let _ = ws.send_with_str("pong");
             }
-            Ok(ClientFrame::History(q)) => {
-                if let Err(r) = grant.require(Capability::History) {
-                    self.refuse(&ws, q.id, r);
-                } else if let Err(e) = self.history(&ws, q.id, q.since, q.limit).await {
+            Inbound::Close(code) => {
+                let _ = ws.close(Some(code.code()), Some(code.reason()));
+            }
+            Inbound::Refuse { id, rejection, close } => send_refusal(&ws, id, &rejection, close),
+            Inbound::History { id, since, limit } => {
+                if let Err(e) = self.history(&ws, id, since, limit).await {
                     console_error!("relay: history: {e}");
-                    self.refuse(&ws, q.id, Rejection::new(ErrorCode::Internal, "history read failed; retry"));
+                    self.refuse(&ws, id, Rejection::new(ErrorCode::Internal, "history read failed; retry"));
                 }
             }
-            Ok(ClientFrame::Pub(p)) => {
-                if let Err(r) = grant.require(Capability::Pub) {
-                    self.refuse(&ws, p.id, r);
-                    return;
-                }
-                if !self.with_core(|c| c.allow_publish(&att.conn, now)).unwrap_or(false) {
-                    let message = format!("over {rate} publishes/s (burst {burst}); slow down");
-                    self.refuse(&ws, p.id, Rejection::new(ErrorCode::RateLimited, message));
-                    return;
-                }
-                let pending = PendingPub {
-                    ws: ws.clone(),
-                    id: p.id.map(ToOwned::to_owned),
-                    publish: LinkPub { from: att.from.clone(), data: p.data.to_owned(), mid: p.mid, eph: p.ephemeral },
-                };
+            Inbound::Publish { id, publish } => {
+                let pending = PendingPub { ws: ws.clone(), id: id.map(ToOwned::to_owned), publish };
                 let pushed = self.publishes.borrow_mut().push(pending);
                 match pushed {
                     Pushed::StartSender => self.forward_publishes().await,
                     Pushed::Queued => {}
-                    Pushed::Full => self.refuse(&ws, p.id, Rejection::new(ErrorCode::Overloaded, "too many publishes waiting; retry")),
+                    Pushed::Full => self.refuse(&ws, id, Rejection::new(ErrorCode::Overloaded, "too many publishes waiting; retry")),
                 }
             }
-            Err(e) => self.refuse(&ws, e.id, e.rejection),
         }
     }
 
@@ -91,17 +77,14 @@ impl RelayInner {
         Ok(())
     }
 
-    /// Sends an `err` frame, and closes the socket if it has sent too many bad
-    /// frames lately. Server-side failures are not the client's strike.
+    /// Sends an `err` frame, and closes the socket when the core says the
+    /// client has sent too many bad frames lately.
     pub(super) fn refuse(&self, ws: &WebSocket, id: Option<&RawValue>, rejection: Rejection) {
-        let _ = ws.send_with_str(err_frame(id, &rejection));
-        let client_fault = matches!(rejection.code, ErrorCode::BadFrame | ErrorCode::TooLarge);
-        let Some(conn) = attachment(ws).map(|a| a.conn) else { return };
-        if !client_fault {
-            return;
-        }
-        if let Ok(Some(close)) = self.with_core(|c| c.bad_frame(&conn, js::now_ms(), rejection.code)) {
-            let _ = ws.close(Some(close.code()), Some(close.reason()));
+        let conn = attachment(ws).map(|a| a.conn).unwrap_or_default();
+        match self.with_core(|c| c.refusal(js::now_ms(), &conn, id, rejection)) {
+            Ok(Inbound::Refuse { id, rejection, close }) => send_refusal(ws, id, &rejection, close),
+            Ok(_) => {}
+            Err(e) => console_error!("relay: {e}"),
         }
     }
 
@@ -168,5 +151,12 @@ impl RelayInner {
                 },
             }
         }
+    }
+}
+
+fn send_refusal(ws: &WebSocket, id: Option<&RawValue>, rejection: &Rejection, close: Option<CloseCode>) {
+    let _ = ws.send_with_str(err_frame(id, rejection));
+    if let Some(close) = close {
+        let _ = ws.close(Some(close.code()), Some(close.reason()));
     }
 }

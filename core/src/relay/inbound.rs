@@ -1,0 +1,136 @@
+//! What a relay does with one frame from a client socket: every decision
+//! (token expiry, parsing, capabilities, the publish rate, strikes against
+//! a client that keeps sending bad frames) in one place, as a verdict the
+//! glue carries out.
+
+use super::{Frame, RelayCore};
+use crate::auth::{Capability, Grant};
+use crate::client_frame::{parse_client_frame, ClientFrame, FrameLimits};
+use crate::close_code::CloseCode;
+use crate::error::{ErrorCode, Rejection};
+use crate::link::LinkPub;
+use serde_json::value::RawValue;
+
+/// The verdict on one client frame.
+#[derive(Debug)]
+pub enum Inbound<'a> {
+    /// Answer `pong`.
+    Pong,
+    /// Read `history` for the client (it holds the capability).
+    History { id: Option<&'a RawValue>, since: u64, limit: u64 },
+    /// Forward the publish to the Room; the `ack` goes to `id`.
+    Publish { id: Option<&'a RawValue>, publish: LinkPub },
+    /// Send `err` with the rejection, then close with `close` if set (the
+    /// client has sent too many bad frames lately).
+    Refuse { id: Option<&'a RawValue>, rejection: Rejection, close: Option<CloseCode> },
+    /// Close the socket: its token ran out.
+    Close(CloseCode),
+}
+
+impl<F: Frame> RelayCore<F> {
+    /// Decides what to do with `text` from connection `conn`, holding
+    /// `grant`, at `now_ms`.
+    pub fn handle_client_frame<'a>(
+        &mut self,
+        now_ms: u64,
+        conn: &str,
+        grant: &Grant,
+        text: &'a str,
+        limits: FrameLimits,
+        skew_s: u64,
+    ) -> Inbound<'a> {
+        if grant.expired(now_ms / 1000, skew_s) {
+            return Inbound::Close(CloseCode::TokenExpired);
+        }
+        match parse_client_frame(text, limits) {
+            Ok(ClientFrame::Ping) => Inbound::Pong,
+            Ok(ClientFrame::History(q)) => match grant.require(Capability::History) {
+                Err(r) => self.refusal(now_ms, conn, q.id, r),
+                Ok(()) => Inbound::History { id: q.id, since: q.since, limit: q.limit },
+            },
+            Ok(ClientFrame::Pub(p)) => {
+                if let Err(r) = grant.require(Capability::Pub) {
+                    return self.refusal(now_ms, conn, p.id, r);
+                }
+                if !self.allow_publish(conn, now_ms) {
+                    let (rate, burst) = self.publish_rate;
+                    let message = format!("over {rate} publishes/s (burst {burst}); slow down");
+                    return self.refusal(now_ms, conn, p.id, Rejection::new(ErrorCode::RateLimited, message));
+                }
+                let publish = LinkPub { from: grant.user.clone(), data: p.data.to_owned(), mid: p.mid, eph: p.ephemeral };
+                Inbound::Publish { id: p.id, publish }
+            }
+            Err(e) => self.refusal(now_ms, conn, e.id, e.rejection),
+        }
+    }
+
+    /// An `err` for `conn`, and a close when it is the client's fault and it
+    /// has gone over its allowance of bad frames. Server-side refusals
+    /// (overloaded, internal) are never the client's strike.
+    pub fn refusal<'a>(&mut self, now_ms: u64, conn: &str, id: Option<&'a RawValue>, rejection: Rejection) -> Inbound<'a> {
+        let client_fault = matches!(rejection.code, ErrorCode::BadFrame | ErrorCode::TooLarge);
+        let close = if client_fault { self.bad_frame(conn, now_ms, rejection.code) } else { None };
+        Inbound::Refuse { id, rejection, close }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::CapabilitySet;
+    use crate::region::Region;
+
+    fn relay() -> RelayCore<String> {
+        RelayCore::new("room", Region::Weur, 1, "n".into(), 1)
+    }
+
+    fn grant(caps: &[Capability], exp: Option<u64>) -> Grant {
+        let caps = caps.iter().fold(CapabilitySet::default(), |set, c| set.with(*c));
+        Grant { user: Some("ana".into()), caps, expires_s: exp, info: None }
+    }
+
+    const LIMITS: FrameLimits = FrameLimits { max_bytes: 1024, max_depth: 8 };
+
+    #[test]
+    fn verdicts() {
+        let mut r = relay();
+        let all = grant(&[Capability::Sub, Capability::Pub, Capability::History], None);
+        assert!(matches!(r.handle_client_frame(0, "c", &all, "ping", LIMITS, 2), Inbound::Pong));
+        let h = r.handle_client_frame(0, "c", &all, r#"{"t":"history","id":1,"since":3}"#, LIMITS, 2);
+        assert!(matches!(h, Inbound::History { since: 3, .. }), "{h:?}");
+        match r.handle_client_frame(0, "c", &all, r#"{"t":"pub","id":"a","data":{"x":1}}"#, LIMITS, 2) {
+            Inbound::Publish { id, publish } => {
+                assert_eq!(id.map(RawValue::get), Some(r#""a""#));
+                assert_eq!((publish.from.as_deref(), publish.data.get()), (Some("ana"), r#"{"x":1}"#));
+            }
+            other => panic!("{other:?}"),
+        }
+        let reader = grant(&[Capability::Sub], None);
+        let refused = r.handle_client_frame(0, "c", &reader, r#"{"t":"pub","data":1}"#, LIMITS, 2);
+        assert!(matches!(refused, Inbound::Refuse { close: None, ref rejection, .. } if rejection.code == ErrorCode::Forbidden), "{refused:?}");
+        let expired = grant(&[Capability::Sub], Some(10));
+        assert!(matches!(r.handle_client_frame(13_000, "c", &expired, "ping", LIMITS, 2), Inbound::Close(CloseCode::TokenExpired)));
+        let far = grant(&[Capability::Sub], Some(u64::MAX));
+        assert!(matches!(r.handle_client_frame(13_000, "c", &far, "ping", LIMITS, 2), Inbound::Pong), "exp = u64::MAX is the far future");
+    }
+
+    #[test]
+    fn sustained_bad_frames_close_and_rate_is_limited() {
+        let mut r = relay();
+        r.set_publish_rate(1, 1);
+        let all = grant(&[Capability::Sub, Capability::Pub], None);
+        assert!(matches!(r.handle_client_frame(0, "c", &all, r#"{"t":"pub","data":1}"#, LIMITS, 2), Inbound::Publish { .. }));
+        let limited = r.handle_client_frame(0, "c", &all, r#"{"t":"pub","data":1}"#, LIMITS, 2);
+        assert!(matches!(limited, Inbound::Refuse { close: None, ref rejection, .. } if rejection.code == ErrorCode::RateLimited), "{limited:?}");
+        let verdicts: Vec<Option<CloseCode>> = (0..=crate::abuse::MAX_STRIKES)
+            .map(|i| match r.handle_client_frame(u64::from(i), "c", &all, "{nope", LIMITS, 2) {
+                Inbound::Refuse { close, .. } => close,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(verdicts[..verdicts.len() - 1].iter().all(Option::is_none));
+        assert_eq!(verdicts.last(), Some(&Some(CloseCode::PolicyViolation)));
+        let overloaded = r.refusal(20, "c", None, Rejection::new(ErrorCode::Overloaded, "busy"));
+        assert!(matches!(overloaded, Inbound::Refuse { close: None, .. }), "not the client's strike");
+    }
+}
