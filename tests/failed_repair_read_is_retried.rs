@@ -13,9 +13,9 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use support::{http_pub, http_pub_many, room_stats_until, unique_room, Client, Server, ServerOpts};
+use support::{assert_exactly_once_in_order, clients_in, http_pub, http_pub_many, room_stats_until, unique_room, Server, ServerOpts};
 
 const T: Duration = Duration::from_secs(20);
 const REGIONS: [&str; 3] = ["weur", "apac", "enam"];
@@ -29,31 +29,6 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// The spec's bound for the last message of a quiet room.
 const QUIET: Duration = Duration::from_secs(10);
 
-/// Panics, saying what is wrong, unless `c` received exactly the stored
-/// messages `1..=last`, in order, and no `reset` or `err`.
-fn assert_exactly_once_in_order(who: &str, c: &Client, last: u64) {
-    if let Some(f) = c.history().iter().find(|f| f["t"] == "reset" || f["t"] == "err") {
-        panic!("{who}: unexpected frame {f}");
-    }
-    let seqs = c.msg_seqs();
-    if seqs.iter().copied().eq(1..=last) {
-        return;
-    }
-    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
-    for s in &seqs {
-        *counts.entry(*s).or_default() += 1;
-    }
-    let missing: Vec<u64> = (1..=last).filter(|s| !counts.contains_key(s)).take(20).collect();
-    let repeated: Vec<u64> = counts.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).take(20).collect();
-    let disorder = seqs.windows(2).position(|w| w[1] <= w[0]);
-    panic!(
-        "{who}: {} stored messages, expected 1..={last} once each in order; \
-         missing (first 20) {missing:?}, repeated (first 20) {repeated:?}, \
-         first out-of-order index {disorder:?}",
-        seqs.len()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_repair_read_holds_the_cursor_until_the_gap_is_filled() {
     let server = Server::start(
@@ -64,14 +39,7 @@ async fn a_failed_repair_read_holds_the_cursor_until_the_gap_is_filled() {
     .await;
     let room = unique_room("failrange");
 
-    let mut clients: Vec<(String, Client)> = Vec::new();
-    for region in REGIONS {
-        for n in 0..CLIENTS_PER_REGION {
-            let c = Client::welcomed(&server.ws_url(&room, region), T).await;
-            assert_eq!(c.history()[0]["seq"], 0, "{}", c.history()[0]);
-            clients.push((format!("{region}#{n}"), c));
-        }
-    }
+    let mut clients = clients_in(&server, &room, &REGIONS, CLIENTS_PER_REGION, T).await;
 
     let bodies: Vec<Value> = (1..=MESSAGES).map(|i| json!({"data": {"i": i}})).collect();
     let answers = http_pub_many(&server, &room, bodies, WIDTH).await;

@@ -17,7 +17,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
-use support::{http_pub, http_pub_many, room_stats_until, unique_room, Client, Server, ServerOpts};
+use support::{assert_exactly_once_in_order, clients_in, http_pub, http_pub_many, room_stats_until, unique_room, Server, ServerOpts};
 
 const T: Duration = Duration::from_secs(20);
 const REGIONS: [&str; 3] = ["weur", "apac", "enam"];
@@ -30,34 +30,6 @@ const MESSAGES: u64 = 2 * PER_ROUND * ROUNDS;
 const SETTLE: Duration = Duration::from_secs(30);
 /// The spec's bound for the last message of a quiet room.
 const QUIET: Duration = Duration::from_secs(10);
-
-/// Panics, saying what is wrong, unless `seqs` is exactly `1..=last`.
-fn assert_exactly_once_in_order(who: &str, seqs: &[u64], last: u64) {
-    if seqs.iter().copied().eq(1..=last) {
-        return;
-    }
-    let mut counts: BTreeMap<u64, u32> = BTreeMap::new();
-    for s in seqs {
-        *counts.entry(*s).or_default() += 1;
-    }
-    let missing: Vec<u64> = (1..=last).filter(|s| !counts.contains_key(s)).take(20).collect();
-    let repeated: Vec<u64> = counts.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).take(20).collect();
-    let disorder = seqs.windows(2).position(|w| w[1] <= w[0]);
-    panic!(
-        "{who}: {} stored messages, expected 1..={last} once each in order; \
-         missing (first 20) {missing:?}, repeated (first 20) {repeated:?}, \
-         first out-of-order index {disorder:?}",
-        seqs.len()
-    );
-}
-
-/// No frame in `c`'s history may be a `reset` (nothing was pruned or
-/// erased) or an `err` (nothing was refused).
-fn assert_no_reset_or_err(who: &str, c: &Client) {
-    if let Some(f) = c.history().iter().find(|f| f["t"] == "reset" || f["t"] == "err") {
-        panic!("{who}: unexpected frame {f}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_gets_every_message_once_despite_dropped_deliveries() {
@@ -72,15 +44,7 @@ async fn every_client_gets_every_message_once_despite_dropped_deliveries() {
     .await;
     let room = unique_room("drop7");
 
-    let mut clients: Vec<(String, Client)> = Vec::new();
-    for region in REGIONS {
-        for n in 0..CLIENTS_PER_REGION {
-            let c = Client::welcomed(&server.ws_url(&room, region), T).await;
-            let w = &c.history()[0];
-            assert_eq!((w["region"].as_str(), w["seq"].as_u64()), (Some(region), Some(0)), "{w}");
-            clients.push((format!("{region}#{n}"), c));
-        }
-    }
+    let mut clients = clients_in(&server, &room, &REGIONS, CLIENTS_PER_REGION, T).await;
     // The first client of each region also publishes.
     let publishers: Vec<usize> = (0..REGIONS.len()).map(|r| r * CLIENTS_PER_REGION).collect();
 
@@ -144,8 +108,7 @@ async fn every_client_gets_every_message_once_despite_dropped_deliveries() {
                 c.close_code()
             );
         }
-        assert_no_reset_or_err(who, c);
-        assert_exactly_once_in_order(who, &c.msg_seqs(), MESSAGES);
+        assert_exactly_once_in_order(who, c, MESSAGES);
     }
     eprintln!("all {} clients complete {:?} after the last publish", clients.len(), last_publish.elapsed());
 
@@ -197,7 +160,6 @@ async fn every_client_gets_every_message_once_despite_dropped_deliveries() {
             c.read_through_seq(MESSAGES + 1, deadline).await,
             "{who}: the sentinel did not arrive within {QUIET:?}"
         );
-        assert_no_reset_or_err(who, c);
-        assert_exactly_once_in_order(who, &c.msg_seqs(), MESSAGES + 1);
+        assert_exactly_once_in_order(who, c, MESSAGES + 1);
     }
 }

@@ -20,7 +20,7 @@ mod support;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use support::{http_pub_many, room_stats_until, unique_room, Client, Server, ServerOpts};
+use support::{clients_in, http_pub_many, room_stats_until, unique_room, Server, ServerOpts};
 
 const T: Duration = Duration::from_secs(20);
 const REGIONS: [&str; 2] = ["weur", "apac"];
@@ -42,12 +42,7 @@ async fn a_gap_lost_to_retention_is_announced_by_a_reset_in_the_same_epoch() {
     .await;
     let room = unique_room("pruned");
 
-    let mut clients: Vec<(String, Client)> = Vec::new();
-    for region in REGIONS {
-        for n in 0..CLIENTS_PER_REGION {
-            clients.push((format!("{region}#{n}"), Client::welcomed(&server.ws_url(&room, region), T).await));
-        }
-    }
+    let mut clients = clients_in(&server, &room, &REGIONS, CLIENTS_PER_REGION, T).await;
     let welcome = clients[0].1.history()[0].clone();
     let epoch = welcome["epoch"].as_str().unwrap().to_owned();
     for (who, c) in &clients {

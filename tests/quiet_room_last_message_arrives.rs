@@ -20,7 +20,7 @@ mod support;
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::{http_pub, room_stats, room_stats_until, unique_room, Client, Server, ServerOpts};
+use support::{clients_in, http_pub, room_stats, room_stats_until, unique_room, Server, ServerOpts};
 
 const T: Duration = Duration::from_secs(20);
 /// The spec's bound for the last message of a quiet room.
@@ -36,14 +36,7 @@ async fn the_last_message_of_a_quiet_room_reaches_everyone() {
     let server = Server::start(ServerOpts::default().var("HERALD_FAULT_DROP_FORWARD_EVERY", 2)).await;
     let room = unique_room("quiet");
 
-    let mut clients: Vec<(String, Client)> = Vec::new();
-    for region in REGIONS {
-        for n in 0..CLIENTS_PER_REGION {
-            let c = Client::welcomed(&server.ws_url(&room, region), T).await;
-            assert_eq!(c.history()[0]["seq"], 0, "{}", c.history()[0]);
-            clients.push((format!("{region}#{n}"), c));
-        }
-    }
+    let mut clients = clients_in(&server, &room, &REGIONS, CLIENTS_PER_REGION, T).await;
 
     for i in 1..=MESSAGES {
         let answer = http_pub(&server, &room, json!({"data": {"i": i}})).await;

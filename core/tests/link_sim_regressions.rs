@@ -3,8 +3,7 @@
 //! API. Each failed against the core in which the simulation found it: the
 //! ones marked "Found:" against the core before its rework (acks by `uid`),
 //! the ones marked "Found in the reworked core:" against commit a25668a.
-//! A test here that fails is a bug still open; the simulation steers around
-//! it behind a flag naming the test. The glue's part is played by the
+//! All pass now; each pins its fix. The glue's part is played by the
 //! helpers below: the Room's storage, alarm and persisted tables are kept
 //! from its actions (an alarm fires only at the last `SetAlarm`, as a
 //! Durable Object's does), range reads are served from that storage, and a

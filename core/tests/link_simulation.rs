@@ -53,9 +53,9 @@
 //!    to the Room's seq in the Room's epoch, and every relay with clients
 //!    has its cursor there.
 //!
-//! Known core bugs are steered around by the flags below, each naming its
-//! failing reproduction in `link_sim_regressions.rs`; ephemeral messages
-//! are published but excluded from the invariants. Runs are reproducible: a
+//! Each core bug it found is pinned by a step-by-step test in
+//! `link_sim_regressions.rs`. Ephemeral messages are published but excluded
+//! from the invariants (they are at most once). Runs are reproducible: a
 //! run is a function of the generated [`Scenario`] alone (proptest keeps
 //! failing seeds in
 //! `link_simulation.proptest-regressions`); `SIM_TRACE=1` prints every step
@@ -81,51 +81,6 @@ const ROOM: &str = "sim";
 const QUIET_MS: u64 = 90_000;
 /// Most publishes in one relay → Room call.
 const MAX_PUBLISH_BATCH: usize = 8;
-
-// Known core bugs, each reproduced by a failing test in
-// `link_sim_regressions.rs`. While a flag is true the harness steers around
-// that bug (the way a glue-side workaround would), so the simulation keeps
-// checking everything else; set it to false once the regression test
-// passes, and the simulation must stay green. (The bugs found in the core
-// before its rework, whose tests now pass, need no flag: the simulation
-// checks them as it checks everything.)
-
-/// `an_item_number_ahead_on_an_old_link_does_not_skip_a_new_links_delivery`:
-/// after a Room restart a relay can skip the new link's delivery as a retry
-/// of a stale out-of-order range of the old link (kept in memory), and the
-/// Room sends it again forever. While true, a Room restart restarts every
-/// relay too, as a deploy does.
-const ROOM_RESTARTS_RESTART_RELAYS: bool = false;
-
-/// `an_erasure_does_not_leave_a_gap_in_a_links_item_numbers`: when the Room
-/// drops what it holds for a relay (an erasure, or giving up a queue after
-/// `MAX_ATTEMPTS`) the dropped item numbers leave a gap the relay's ack never
-/// crosses. While true, erasures happen only when every link is drained,
-/// and outages stay shorter than the give-up (10 s).
-const NO_GAPS_IN_ITEM_NUMBERS: bool = false;
-
-/// `a_reset_arriving_after_the_relay_entered_its_epoch_is_not_fanned_out`
-/// and `a_join_answer_overtaken_on_its_own_link_still_brings_the_relay_level`:
-/// deliveries that land while a relay is joining (before its first join it
-/// ignores them without acknowledging, letting later items overtake a
-/// reset; during a join they can make the join answer look stale). While
-/// true, a relay refuses deliveries while it has no position or a join in
-/// flight: the call fails and the Room sends it again later, in order.
-const NO_DELIVERY_DURING_A_JOIN: bool = false;
-
-/// `a_join_catch_up_whose_read_fails_is_not_dropped`: a join answer that
-/// lands while the relay is reading is queued as a catch-up, which is lost
-/// if its own read fails. While true, a join answer that lands during a
-/// relay's read waits for the read to end (deliveries are only held back
-/// while a read is in flight).
-const NO_JOIN_DURING_A_READ: bool = false;
-
-/// `a_stale_report_from_before_a_room_restart_does_not_make_it_forget_the_relay`:
-/// the Room orders reports in memory only, so a stale `connections: 0` sent
-/// before a Room restart is taken as the newest by the next incarnation.
-/// While true, reports and publish calls in flight to the Room when it
-/// restarts are lost (rather than still delivered).
-const NO_STALE_REPORTS_ACROSS_ROOM_RESTARTS: bool = false;
 
 // ---------------------------------------------------------------------------
 // The scenario proptest generates.
@@ -734,13 +689,6 @@ impl Sim {
     fn at_relay(&mut self, call: CallId, r: usize, msg: ToRelay) {
         match msg {
             ToRelay::Deliver { head, frame } => {
-                let joining = self.relays[r].clients.iter().any(|c| c.conn == Conn::Joining);
-                if NO_DELIVERY_DURING_A_JOIN && (self.relays[r].core.position().is_none() || joining) {
-                    self.trace(|| "  refused: the relay is joining".to_owned());
-                    let at = self.now + self.latency();
-                    self.schedule(at, Ev::Failed(call));
-                    return;
-                }
                 // A call from any Room incarnation is applied by whichever
                 // relay incarnation is alive when it lands.
                 let rs = &mut self.relays[r];
@@ -767,9 +715,7 @@ impl Sim {
                         assert_eq!(stored, Some(*payload), "the answer names the seq its payload is stored under");
                     }
                 }
-                let joining = self.relays[r].clients.iter().any(|c| c.conn == Conn::Joining);
-                let refused = NO_DELIVERY_DURING_A_JOIN && (self.relays[r].core.position().is_none() || joining);
-                if let Some(d) = delivery.filter(|_| !refused) {
+                if let Some(d) = delivery {
                     let frame = (!d.frame.is_empty()).then(|| d.frame.to_string());
                     self.relays[r].core.handle_delivery(None, d.head, frame);
                     self.drain_relay(r);
@@ -783,13 +729,6 @@ impl Sim {
                 }
             }
             ToRelay::JoinAnswer { reply } => {
-                let life = self.relays[r].life;
-                let reading = self.calls.values().any(|c| c.kind == CallKind::Range && c.relay == r && c.caller == life && !c.resolved);
-                if NO_JOIN_DURING_A_READ && reading && !self.calls[&call].resolved {
-                    self.trace(|| "  join answer waits for the read".to_owned());
-                    self.schedule(self.now + 10, Ev::ToRelay(call, r, ToRelay::JoinAnswer { reply }));
-                    return;
-                }
                 if let Some((CallKind::Join { client }, _)) = self.resolve(call) {
                     let open_now = self.relays[r].open();
                     self.relays[r].core.joined(reply, open_now);
@@ -1099,13 +1038,6 @@ impl Sim {
     /// The Room object is constructed again from storage, with a new `inc`.
     fn restart_room(&mut self) {
         self.stats.room_restarts += 1;
-        if NO_STALE_REPORTS_ACROSS_ROOM_RESTARTS {
-            for ev in self.events.values_mut() {
-                if let Ev::ToRoom(call, ToRoom::Report { .. } | ToRoom::Publish { .. }) = ev {
-                    *ev = Ev::Failed(*call);
-                }
-            }
-        }
         let st = &self.room.storage;
         let restored = st.meta.clone().map(|meta| Restored {
             meta,
@@ -1124,11 +1056,6 @@ impl Sim {
     }
 
     fn erase(&mut self) {
-        let held = self.room.core.stats(0).links.values().any(|l| l.queued + l.unacked > 0);
-        if NO_GAPS_IN_ITEM_NUMBERS && held {
-            self.trace(|| "  erasure skipped: a link holds items".to_owned());
-            return;
-        }
         self.erasures += 1;
         let epoch = format!("E{}", self.erasures);
         self.epochs.insert(epoch.clone(), self.erasures);
@@ -1164,18 +1091,10 @@ impl Sim {
             }
             Op::HttpPublish { count, mid } => self.http_publish(count, mid),
             Op::Partition { relay, ms } => {
-                let ms = if NO_GAPS_IN_ITEM_NUMBERS { ms.min(10_000) } else { ms };
                 let r = relay % n;
                 self.relays[r].partitioned_until = self.relays[r].partitioned_until.max(self.now + ms);
             }
-            Op::RestartRoom => {
-                self.restart_room();
-                if ROOM_RESTARTS_RESTART_RELAYS {
-                    for r in 0..n {
-                        self.restart_relay(r);
-                    }
-                }
-            }
+            Op::RestartRoom => self.restart_room(),
             Op::Erase => self.erase(),
         }
     }

@@ -829,3 +829,43 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
 /// Re-exported so scenarios need no direct tungstenite dependency.
 #[allow(unused_imports)] // only some scenarios build frames by hand
 pub use tungstenite::Message as WsMessage;
+
+/// Welcomes `per_region` clients in each of `regions`, named `region#n`, in
+/// a room nobody has published to yet (every welcome is at seq 0).
+pub async fn clients_in(server: &Server, room: &str, regions: &[&str], per_region: usize, timeout: Duration) -> Vec<(String, Client)> {
+    let mut clients = Vec::new();
+    for region in regions {
+        for n in 0..per_region {
+            let c = Client::welcomed(&server.ws_url(room, region), timeout).await;
+            let w = &c.history()[0];
+            assert_eq!((w["region"].as_str(), w["seq"].as_u64()), (Some(*region), Some(0)), "{w}");
+            clients.push((format!("{region}#{n}"), c));
+        }
+    }
+    clients
+}
+
+/// Panics, saying what is wrong, unless `c` received exactly the stored
+/// messages `1..=last`, once each, in order, and no `reset` or `err`.
+pub fn assert_exactly_once_in_order(who: &str, c: &Client, last: u64) {
+    if let Some(f) = c.history().iter().find(|f| f["t"] == "reset" || f["t"] == "err") {
+        panic!("{who}: unexpected frame {f}");
+    }
+    let seqs = c.msg_seqs();
+    if seqs.iter().copied().eq(1..=last) {
+        return;
+    }
+    let mut counts: std::collections::BTreeMap<u64, u32> = std::collections::BTreeMap::new();
+    for s in &seqs {
+        *counts.entry(*s).or_default() += 1;
+    }
+    let missing: Vec<u64> = (1..=last).filter(|s| !counts.contains_key(s)).take(20).collect();
+    let repeated: Vec<u64> = counts.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).take(20).collect();
+    let disorder = seqs.windows(2).position(|w| w[1] <= w[0]);
+    panic!(
+        "{who}: {} stored messages, expected 1..={last} once each in order; \
+         missing (first 20) {missing:?}, repeated (first 20) {repeated:?}, \
+         first out-of-order index {disorder:?}",
+        seqs.len()
+    );
+}
