@@ -15,6 +15,32 @@ pub const MAX_ID_CHARS: usize = 64;
 pub const MAX_HISTORY_LIMIT: u64 = 1000;
 /// Messages a history read returns when it names no limit.
 pub const DEFAULT_HISTORY_LIMIT: u64 = 100;
+/// The largest seq a client may name: storage holds seqs as SQLite
+/// integers, so anything above is refused as input, never failed on later.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// The longest epoch a client may name (the server's are 12 characters).
+pub const MAX_EPOCH_LEN: usize = 64;
+
+/// A seq a client named (`since`): a whole number from 0 to [`MAX_SEQ`].
+pub fn parse_seq(text: &str) -> Result<u64, Rejection> {
+    match text.trim().parse::<u64>() {
+        Ok(n) if n <= MAX_SEQ => Ok(n),
+        _ => Err(bad(format!("since must be a whole number from 0 to {MAX_SEQ}"))),
+    }
+}
+
+/// `?since=N&epoch=E` on a connect: both or neither.
+pub fn parse_resume(since: Option<&str>, epoch: Option<&str>) -> Result<Option<(u64, String)>, Rejection> {
+    match (since, epoch) {
+        (None, None) => Ok(None),
+        (Some(since), Some(epoch)) if !epoch.is_empty() && epoch.len() <= MAX_EPOCH_LEN => {
+            Ok(Some((parse_seq(since)?, epoch.to_owned())))
+        }
+        _ => Err(bad(format!(
+            "resume with both since=<last seq seen> and epoch=<epoch from the welcome, at most {MAX_EPOCH_LEN} bytes>"
+        ))),
+    }
+}
 
 /// Bounds every client frame is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,7 +234,7 @@ fn parse_flag(raw: Option<&RawValue>, name: &str) -> Result<bool, Rejection> {
 pub fn parse_history_bounds(since: Option<&str>, limit: Option<&str>) -> Result<(u64, u64), Rejection> {
     let since = match since {
         None => 0,
-        Some(s) => s.trim().parse::<u64>().map_err(|_| bad("since must be a whole number >= 0"))?,
+        Some(s) => parse_seq(s)?,
     };
     let limit = match limit {
         None => DEFAULT_HISTORY_LIMIT,
@@ -357,6 +383,14 @@ mod tests {
         assert_eq!((h.id.unwrap().get(), h.since, h.limit), ("1", 5, MAX_HISTORY_LIMIT));
         let ClientFrame::History(h) = parse_client_frame(r#"{"t":"history"}"#, LIMITS).unwrap() else { panic!() };
         assert_eq!((h.since, h.limit), (0, DEFAULT_HISTORY_LIMIT));
+        assert_eq!(parse_seq("9223372036854775807"), Ok(MAX_SEQ));
+        assert!(parse_seq("9223372036854775808").is_err(), "past what storage can hold: refused, not failed on");
+        assert_eq!(parse_resume(Some("3"), Some("e")), Ok(Some((3, "e".into()))));
+        assert_eq!(parse_resume(None, None), Ok(None));
+        for (since, epoch) in [(Some("3"), None), (None, Some("e")), (Some("3"), Some("")), (Some("18446744073709551615"), Some("e"))] {
+            assert!(parse_resume(since, epoch).is_err(), "{since:?} {epoch:?}");
+        }
+        assert!(parse_resume(Some("1"), Some(&"e".repeat(MAX_EPOCH_LEN + 1))).is_err());
         for bad in [r#"{"t":"history","since":-1}"#, r#"{"t":"history","since":"x"}"#, r#"{"t":"history","limit":0}"#, r#"{"t":"history","since":1.5}"#] {
             assert_eq!(code(bad), ErrorCode::BadFrame, "{bad}");
         }

@@ -23,6 +23,16 @@ pub struct Prune {
 }
 
 /// A remembered `mid`: the message it named.
+/// The key a `mid` is remembered under: the publisher's `sub` and the
+/// `mid`, so a `mid` belongs to whoever published it. Another user
+/// publishing the same `mid` gets a message of their own; they cannot
+/// suppress someone else's by publishing that user's next `mid` first.
+/// Anonymous publishers share one namespace. A `sub` cannot hold a NUL (it
+/// came from JSON text as a string that the key separates with one).
+pub fn mid_key(from: Option<&str>, mid: &str) -> String {
+    format!("{}\u{0}{mid}", from.unwrap_or_default())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeenMid {
     pub seq: u64,
@@ -56,7 +66,7 @@ impl History {
         self.mids.insert(mid, SeenMid { seq, ts });
     }
 
-    /// Records a stored message.
+    /// Records a stored message; `mid` is its dedup key ([`mid_key`]).
     pub fn record(&mut self, seq: u64, ts: u64, mid: Option<&str>) {
         self.index.push_back((seq, ts));
         if let Some(mid) = mid {
@@ -68,6 +78,7 @@ impl History {
 
     /// The message an earlier publish with this `mid` produced, if it is
     /// within the dedup window at `now`.
+    /// `mid` is the dedup key ([`mid_key`]).
     pub fn seen(&self, now: u64, mid: &str) -> Option<SeenMid> {
         let m = self.mids.get(mid)?;
         (now.saturating_sub(m.ts) < self.retention.dedup_window_ms).then_some(*m)

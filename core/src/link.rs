@@ -10,8 +10,9 @@ use serde_json::value::RawValue;
 
 /// Header carrying the room name on Worker → DO calls.
 pub const HDR_ROOM: &str = "x-herald-room";
-/// Header carrying the verified [`crate::auth::Grant`] (JSON) from the
-/// Worker to the Relay on a client connect.
+/// Header carrying the verified [`crate::auth::Grant`] from the Worker to
+/// the Relay on a client connect, as base64url JSON ([`encode_grant`]):
+/// headers carry Latin-1 only, and a `sub` or `info` may hold any text.
 pub const HDR_GRANT: &str = "x-herald-grant";
 /// Header carrying the verified user on an HTTP publish to the Room.
 pub const HDR_USER: &str = "x-herald-user";
@@ -258,6 +259,19 @@ pub struct RangeHead {
     pub recovered: bool,
 }
 
+/// A grant as a header value: base64url (no padding) of its JSON.
+pub fn encode_grant(grant: &crate::auth::Grant) -> Result<String, serde_json::Error> {
+    use base64::Engine;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(grant)?))
+}
+
+/// The inverse of [`encode_grant`]; `None` for anything else.
+pub fn decode_grant(value: &str) -> Option<crate::auth::Grant> {
+    use base64::Engine;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
 /// The relay's object name: region first, because room names cannot
 /// contain `/` and regions cannot either, so the split is unambiguous.
 pub fn relay_name(room: &str, region: Region) -> String {
@@ -301,6 +315,20 @@ mod tests {
         assert!(s.contains("\"apac\""));
         assert_eq!(serde_json::from_str::<RelayReport>(&s).unwrap(), r);
         assert!(serde_json::from_str::<RelayReport>(&s.replace("apac", "moon")).is_err());
+    }
+
+    #[test]
+    fn a_grant_with_any_text_fits_a_header() {
+        let grant = crate::auth::Grant {
+            user: Some("ana 🦀 東京".into()),
+            caps: crate::auth::CapabilitySet::only(crate::auth::Capability::Sub),
+            expires_s: Some(u64::MAX),
+            info: Some(r#"{"name":"Zoë 🎉 北京"}"#.into()),
+        };
+        let header = encode_grant(&grant).unwrap();
+        assert!(header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{header}");
+        assert_eq!(decode_grant(&header), Some(grant));
+        assert_eq!(decode_grant("not base64 json"), None);
     }
 
     #[test]

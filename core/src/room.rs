@@ -36,7 +36,7 @@
 use crate::backoff::{Backoff, Rng};
 use crate::config::Retention;
 use crate::faults::{FaultConfig, FaultStats, Faults};
-use crate::history::{History, Prune, MIN_ALARM_GAP_MS};
+use crate::history::{mid_key, History, Prune, MIN_ALARM_GAP_MS};
 use crate::link::{DeliveryHead, JoinReply, LinkAck, LinkPub, PubOutcome, PublishBatch, RangeHead, RelayReport};
 use crate::region::Region;
 use crate::server_frame::{batch_frame, reset_frame, Message};
@@ -96,7 +96,7 @@ pub struct Restored {
     pub relays: Vec<SavedRelay>,
     /// (seq, ts) of the stored messages, in seq order.
     pub index: Vec<(u64, u64)>,
-    /// Remembered `mid`s as (mid, seq, ts).
+    /// Remembered `mid`s as (key, seq, ts), keyed by [`mid_key`].
     pub mids: Vec<(String, u64, u64)>,
     /// The most recent publish batches as (id, outcomes), oldest first.
     pub batches: Vec<(String, Vec<PubOutcome>)>,
@@ -470,8 +470,9 @@ impl RoomCore {
     /// not stored or delivered again: it is answered with the original seq.
     pub fn publish(&mut self, now_ms: u64, p: LinkPub) -> PubOutcome {
         self.now = now_ms;
-        if let (false, Some(mid)) = (p.eph, p.mid.as_deref()) {
-            if let Some(seen) = self.history.seen(now_ms, mid) {
+        let key = p.mid.as_deref().map(|mid| mid_key(p.from.as_deref(), mid));
+        if let (false, Some(key)) = (p.eph, key.as_deref()) {
+            if let Some(seen) = self.history.seen(now_ms, key) {
                 return PubOutcome { seq: Some(seen.seq), ts: seen.ts };
             }
         }
@@ -485,7 +486,7 @@ impl RoomCore {
         let uid = self.take_uid();
         let queued = Rc::new(Queued { uid, kind: Kind::Msg, seq, ts: now_ms, frame: message.to_frame() });
         if let Some(seq) = seq {
-            self.history.record(seq, now_ms, message.mid.as_deref());
+            self.history.record(seq, now_ms, key.as_deref());
             self.actions.push_back(RoomAction::Store(message));
         }
         self.enqueue(&queued);
@@ -972,7 +973,7 @@ mod tests {
             meta: Meta { epoch: "e0".into(), seq: 41, gen: 2, epoch_start: 30 },
             relays: vec![SavedRelay { region: Region::Weur, connections: 2, order: (1, 1) }],
             index: vec![(41, 1)],
-            mids: vec![("m".into(), 41, 1)],
+            mids: vec![(mid_key(None, "m"), 41, 1)],
             batches: vec![],
         };
         let mut old = RoomCore::new("r", Some(restored), "e2".into(), Retention::default(), 2);
@@ -1222,11 +1223,15 @@ mod tests {
         let window = Retention::default().dedup_window_ms;
         let late = core.publish(10 + window, LinkPub { mid: Some("x".into()), ..pub_("3") });
         assert_eq!(late.seq, Some(2), "outside the window it is a new message");
+        let ana = core.publish(20 + window, LinkPub { from: Some("ana".into()), mid: Some("x".into()), ..pub_("4") });
+        assert_eq!(ana.seq, Some(3), "a mid belongs to its publisher: another user's x is a new message");
+        let again = core.publish(21 + window, LinkPub { from: Some("ana".into()), mid: Some("x".into()), ..pub_("5") });
+        assert_eq!(again, ana, "the same user repeating it gets the original");
         drain(&mut core);
 
         let batch = PublishBatch { id: "n-1".into(), report: report(Region::Weur, 1), pubs: vec![pub_("\"a\""), pub_("\"b\"")] };
         let out = core.publish_batch(30, batch.clone());
-        assert_eq!(stored(&drain(&mut core)), vec![3, 4]);
+        assert_eq!(stored(&drain(&mut core)), vec![4, 5]);
         assert_eq!(core.publish_batch(31, batch), out, "a retried call is answered, not stored again");
         assert!(stored(&drain(&mut core)).is_empty());
     }

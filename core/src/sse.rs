@@ -69,16 +69,27 @@ pub fn delivery_events(frame: &str, epoch: &str) -> String {
 }
 
 /// Reads a `Last-Event-ID` of the form `<epoch>:<seq>`. Epochs never hold a
-/// colon, so the last one splits.
+/// colon, so the last one splits. The epoch is at most
+/// [`crate::client_frame::MAX_EPOCH_LEN`] bytes and the seq at most
+/// [`crate::client_frame::MAX_SEQ`], as on `?since=&epoch=`.
 pub fn parse_last_event_id(id: &str) -> Option<(u64, String)> {
     let (epoch, seq) = id.trim().rsplit_once(':')?;
-    let seq = seq.parse().ok()?;
-    (!epoch.is_empty()).then(|| (seq, epoch.to_owned()))
+    let seq: u64 = seq.parse().ok()?;
+    let fits = !epoch.is_empty() && epoch.len() <= crate::client_frame::MAX_EPOCH_LEN && seq <= crate::client_frame::MAX_SEQ;
+    fits.then(|| (seq, epoch.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_event_id_is_bounded() {
+        assert_eq!(parse_last_event_id("e1:7"), Some((7, "e1".into())));
+        assert_eq!(parse_last_event_id(&format!("{}:1", "e".repeat(65))), None, "epoch too long");
+        assert_eq!(parse_last_event_id("e:9223372036854775808"), None, "seq past i64::MAX");
+        assert_eq!(parse_last_event_id(":3"), None);
+    }
 
     #[test]
     fn events_for_a_batch() {

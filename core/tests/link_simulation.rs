@@ -679,7 +679,8 @@ impl Sim {
             meta.seq = seq;
         }
         if let Some(mid) = &m.mid {
-            st.mids.insert(mid.clone(), (seq, m.ts));
+            // As the glue keys it: (publisher, mid).
+            st.mids.insert(herald_core::history::mid_key(m.from.as_deref(), mid), (seq, m.ts));
         }
         st.messages.insert(seq, m);
     }

@@ -149,16 +149,18 @@ async fn connect(req: Request, env: &Env, config: &Config, room: &str, grant: &G
 /// SSE: resumes from `?since=&epoch=`, or from the `Last-Event-ID` header a
 /// browser's `EventSource` sends by itself when it reconnects.
 async fn events(req: Request, env: &Env, config: &Config, room: &str, grant: &Grant) -> Result<Response> {
-    let resume = match resume_query(&req) {
-        Ok(Some(r)) => Some(r),
-        Ok(None) => match req.headers().get("last-event-id")? {
-            None => None,
-            Some(id) => match herald_core::sse::parse_last_event_id(&id) {
-                Some(r) => Some(r),
-                None => return reject_with(ErrorCode::BadFrame, "Last-Event-ID must be <epoch>:<seq>"),
-            },
+    // `Last-Event-ID` wins over the query: an `EventSource` reconnects to
+    // the URL it was opened with, so `?since=` there is where it started,
+    // and the header is where it got to.
+    let resume = match req.headers().get("last-event-id")? {
+        Some(id) => match herald_core::sse::parse_last_event_id(&id) {
+            Some(r) => Some(r),
+            None => return reject_with(ErrorCode::BadFrame, "Last-Event-ID must be <epoch>:<seq>"),
         },
-        Err(r) => return reject(&r),
+        None => match resume_query(&req) {
+            Ok(r) => r,
+            Err(r) => return reject(&r),
+        },
     };
     to_relay(req, env, config, room, path::EVENTS, resume, grant).await
 }
@@ -187,7 +189,7 @@ async fn to_relay(
     }
     headers.set(link::HDR_ROOM, room)?;
     headers.set(link::HDR_REGION, region.as_str())?;
-    headers.set(link::HDR_GRANT, &serde_json::to_string(grant)?)?;
+    headers.set(link::HDR_GRANT, &link::encode_grant(grant)?)?;
     // The token itself goes no further than the Worker.
     headers.delete("authorization")?;
     let mut init = RequestInit::new();
@@ -200,23 +202,11 @@ async fn to_relay(
     stub.fetch_with_request(forwarded).await
 }
 
-/// `?since=N&epoch=E` on a connect: both or neither.
+/// `?since=N&epoch=E` on a connect, checked by the core.
 fn resume_query(req: &Request) -> std::result::Result<Option<(u64, String)>, Rejection> {
     let url = req.url().map_err(|_| Rejection::new(ErrorCode::BadFrame, "bad URL"))?;
     let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
-    match (get("since"), get("epoch")) {
-        (None, None) => Ok(None),
-        (Some(since), Some(epoch)) if !epoch.is_empty() && epoch.len() <= 64 => {
-            let since = since
-                .parse::<u64>()
-                .map_err(|_| Rejection::new(ErrorCode::BadFrame, "since must be a whole number >= 0"))?;
-            Ok(Some((since, epoch)))
-        }
-        _ => Err(Rejection::new(
-            ErrorCode::BadFrame,
-            "resume with both since=<last seq seen> and epoch=<epoch from the welcome>",
-        )),
-    }
+    herald_core::client_frame::parse_resume(get("since").as_deref(), get("epoch").as_deref())
 }
 
 async fn history(req: &Request, env: &Env, room: &str) -> Result<Response> {

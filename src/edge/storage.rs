@@ -148,9 +148,11 @@ pub fn store_message(sql: &SqlStorage, m: &Message) -> Result<()> {
         vec![int(seq)?, int(m.ts)?, opt_text(&m.from), opt_text(&m.mid), m.data.get().into()],
     )?;
     if let Some(mid) = &m.mid {
+        // Keyed as the core remembers it: (publisher, mid).
+        let key = herald_core::history::mid_key(m.from.as_deref(), mid);
         sql.exec(
             "INSERT OR REPLACE INTO mids (mid, seq, ts) VALUES (?, ?, ?)",
-            vec![mid.as_str().into(), int(seq)?, int(m.ts)?],
+            vec![key.into(), int(seq)?, int(m.ts)?],
         )?;
     }
     put_meta(sql, "seq", seq.to_string())

@@ -58,7 +58,7 @@ impl RelayInner {
     /// is a refusal to answer with (the relay is full).
     pub(super) async fn admit_client(self: &Rc<Self>, req: &Request) -> std::result::Result<Admitted, Result<Response>> {
         let grant: Grant = header(req, link::HDR_GRANT)
-            .and_then(|g| Ok(serde_json::from_str(&g)?))
+            .and_then(|g| link::decode_grant(&g).ok_or_else(|| worker::Error::RustError("unreadable grant header".into())))
             .map_err(Err)?;
         let max = self.config().map_err(Err)?.max_connections_per_relay;
         if self.open_connections() >= max {
