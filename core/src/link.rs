@@ -16,6 +16,9 @@ pub const HDR_ROOM: &str = "x-herald-room";
 pub const HDR_GRANT: &str = "x-herald-grant";
 /// Header carrying the verified user on an HTTP publish to the Room.
 pub const HDR_USER: &str = "x-herald-user";
+/// Present on an HTTP publish whose token holds `admin` on the room: a
+/// backend, not limited by the per-user publish rate.
+pub const HDR_RATE_EXEMPT: &str = "x-herald-rate-exempt";
 /// Header carrying the region on Worker → Relay and Room → Relay calls.
 pub const HDR_REGION: &str = "x-herald-region";
 /// A delivery's [`DeliveryHead`], as JSON.

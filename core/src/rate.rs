@@ -1,4 +1,7 @@
-//! Per-connection publish rate: a token bucket, refilled continuously.
+//! Publish rates: a token bucket, refilled continuously, per connection at
+//! the relay and per user at the Room (HTTP publishes).
+
+use std::collections::HashMap;
 
 /// `rate` tokens per second, holding at most `burst`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,9 +30,73 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// How long until the bucket holds a token again at `rate_per_s`.
+    pub fn retry_after_ms(&self, rate_per_s: u32) -> u64 {
+        let missing = (1.0 - self.tokens).max(0.0);
+        (missing * 1000.0 / f64::from(rate_per_s.max(1))).ceil() as u64
+    }
+}
+
+/// Buckets by key (a user), bounded: past [`MAX_BUCKETS`] the full ones
+/// (idle users) are dropped first, and if every one is still in use the
+/// table starts over, so a flood of distinct users costs memory once and
+/// never grows it.
+#[derive(Debug, Default)]
+pub struct Buckets {
+    map: HashMap<String, TokenBucket>,
+}
+
+/// Most buckets one table holds.
+pub const MAX_BUCKETS: usize = 10_000;
+
+impl Buckets {
+    /// Takes one token for `key` at `now_ms`; `Err(ms)` says when to retry.
+    pub fn take(&mut self, key: &str, now_ms: u64, rate_per_s: u32, burst: u32) -> Result<(), u64> {
+        if !self.map.contains_key(key) && self.map.len() >= MAX_BUCKETS {
+            self.map.retain(|_, b| {
+                let mut probe = *b;
+                // A bucket that would be full again is an idle user's.
+                probe.tokens = (probe.tokens + now_ms.saturating_sub(probe.last_ms) as f64 / 1000.0 * f64::from(rate_per_s)).min(f64::from(burst));
+                probe.tokens < f64::from(burst)
+            });
+            if self.map.len() >= MAX_BUCKETS {
+                self.map.clear();
+            }
+        }
+        let bucket = self.map.entry(key.to_owned()).or_insert_with(|| TokenBucket::full(burst, now_ms));
+        if bucket.take(now_ms, rate_per_s, burst) {
+            Ok(())
+        } else {
+            Err(bucket.retry_after_ms(rate_per_s))
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_key_with_retry_after_and_bounded() {
+        let mut t = Buckets::default();
+        assert!(t.take("a", 0, 2, 2).is_ok() && t.take("a", 0, 2, 2).is_ok());
+        assert_eq!(t.take("a", 0, 2, 2), Err(500), "one token every 500 ms at 2/s");
+        assert!(t.take("b", 0, 2, 2).is_ok(), "another user has its own bucket");
+        assert!(t.take("a", 500, 2, 2).is_ok());
+        for i in 0..MAX_BUCKETS + 5 {
+            let _ = t.take(&format!("u{i}"), 1_000_000, 2, 2);
+        }
+        assert!(t.len() <= MAX_BUCKETS, "{}", t.len());
+    }
 
     #[test]
     fn burst_then_rate() {

@@ -358,6 +358,9 @@ pub struct RoomCore {
     faults: Faults,
     /// Answers to recent publish batches, by batch id, for retried calls.
     batches: VecDeque<(String, Vec<PubOutcome>)>,
+    /// HTTP publishes per second and burst, per user.
+    http_rate: (u32, u32),
+    http_buckets: crate::rate::Buckets,
 }
 
 impl RoomCore {
@@ -393,6 +396,8 @@ impl RoomCore {
             max_batch: MAX_BATCH_MESSAGES,
             faults: Faults::default(),
             batches: VecDeque::new(),
+            http_rate: (20, 40),
+            http_buckets: crate::rate::Buckets::default(),
         };
         match restored {
             Some(r) => {
@@ -419,6 +424,29 @@ impl RoomCore {
     /// Sets the most messages per delivery (at least 1).
     pub fn set_max_batch(&mut self, messages: usize) {
         self.max_batch = messages.max(1);
+    }
+
+    /// Sets the HTTP publish rate and burst per user (`HERALD_PUB_RATE`,
+    /// `HERALD_PUB_BURST`, as for a connection).
+    pub fn set_http_publish_rate(&mut self, per_second: u32, burst: u32) {
+        self.http_rate = (per_second, burst);
+    }
+
+    /// The HTTP publish rate and burst per user.
+    pub fn http_publish_rate(&self) -> (u32, u32) {
+        self.http_rate
+    }
+
+    /// Whether user `sub` may publish over HTTP at `now_ms`; `Err(ms)` says
+    /// when to retry. A token holding `admin` on the room (`exempt`) is a
+    /// backend, and is not limited. The bucket is per (user, room): this
+    /// Room is the room.
+    pub fn admit_http_publish(&mut self, now_ms: u64, sub: Option<&str>, exempt: bool) -> Result<(), u64> {
+        if exempt {
+            return Ok(());
+        }
+        let (rate, burst) = self.http_rate;
+        self.http_buckets.take(sub.unwrap_or_default(), now_ms, rate, burst)
     }
 
     /// Turns on fault injection (tests only; see [`crate::faults`]).
@@ -1304,6 +1332,17 @@ mod tests {
         let alarms: Vec<u64> = acts.iter().filter_map(|a| if let RoomAction::SetAlarm(t) = a { Some(*t) } else { None }).collect();
         assert!(alarms.iter().all(|&t| t > due + 50), "only future alarms: {alarms:?}");
         assert!(!alarms.is_empty(), "the stale alarm is not trusted to be pending: {acts:?}");
+    }
+
+    #[test]
+    fn http_publishes_are_limited_per_user_and_backends_are_not() {
+        let mut core = room();
+        core.set_http_publish_rate(1, 2);
+        assert!(core.admit_http_publish(0, Some("a"), false).is_ok());
+        assert!(core.admit_http_publish(0, Some("a"), false).is_ok());
+        assert_eq!(core.admit_http_publish(0, Some("a"), false), Err(1000));
+        assert!(core.admit_http_publish(0, Some("b"), false).is_ok(), "another user is not affected");
+        assert!((0..10).all(|_| core.admit_http_publish(0, Some("a"), true).is_ok()), "admin is exempt");
     }
 
     #[test]

@@ -81,9 +81,16 @@ impl RoomLink {
         self.stub.fetch_with_request(internal_request(Method::Get, path::STATS, &self.headers(), None)?).await
     }
 
-    /// An HTTP publish; the answer is `{"seq","epoch","ts"}`.
-    pub async fn http_publish(&self, publish: &LinkPub) -> Result<serde_json::Value> {
-        call_json(&self.stub, path::HTTP_PUBLISH, &self.headers(), publish).await
+    /// An HTTP publish, answered by the Room as the client gets it:
+    /// `{"seq","epoch","ts"}`, or 429 `rate_limited` with `Retry-After`.
+    /// `exempt` marks a backend (the token holds `admin`).
+    pub async fn http_publish(&self, publish: &LinkPub, exempt: bool) -> Result<Response> {
+        let mut headers = vec![(link::HDR_ROOM, self.room.as_str())];
+        if exempt {
+            headers.push((link::HDR_RATE_EXEMPT, "1"));
+        }
+        let body = JsValue::from_str(&serde_json::to_string(publish)?);
+        self.stub.fetch_with_request(internal_request(Method::Post, path::HTTP_PUBLISH, &headers, Some(body))?).await
     }
 
     /// A `history` frame for a client, rendered by the Room.

@@ -88,6 +88,7 @@ impl RoomInner {
         let mut core = RoomCore::new(room, restored, js::random_tag(12), config.retention(), js::now_ms());
         core.set_max_batch(config.max_batch);
         core.set_faults(config.faults);
+        core.set_http_publish_rate(config.pub_rate, config.pub_burst);
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }
@@ -134,6 +135,16 @@ impl RoomInner {
             path::HTTP_PUBLISH => {
                 let p: LinkPub = read_json(&mut req).await?;
                 let now = js::now_ms();
+                let exempt = req.headers().get(link::HDR_RATE_EXEMPT)?.is_some();
+                if let Err(retry_ms) = self.with_core(|c| c.admit_http_publish(now, p.from.as_deref(), exempt))? {
+                    let (rate, burst) = self.with_core(|c| c.http_publish_rate())?;
+                    let resp = reject(&Rejection::new(
+                        ErrorCode::RateLimited,
+                        format!("over {rate} publishes/s (burst {burst}) for this user in this room; retry after the Retry-After seconds"),
+                    ))?;
+                    resp.headers().set("retry-after", &retry_ms.div_ceil(1000).max(1).to_string())?;
+                    return Ok(resp);
+                }
                 let (outcome, epoch) = self.with_core(|c| (c.publish(now, p), c.epoch().to_owned()))?;
                 self.pump()?;
                 json(&serde_json::json!({"seq": outcome.seq, "epoch": epoch, "ts": outcome.ts}))

@@ -66,7 +66,9 @@ impl CapabilitySet {
 }
 
 /// Room patterns: an exact name, or a prefix ending in `*` (`*` alone is
-/// every room).
+/// every room). The prefix is plain text, not a segment: `team1*` matches
+/// `team10` too, so a prefix meant as a namespace ends with its separator
+/// (`team1:*`), as `docs/PROTOCOL.md` says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomPatterns(Vec<String>);
 
@@ -126,6 +128,14 @@ impl RoomGrants {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_is_plain_text_so_namespaces_end_with_their_separator() {
+        assert!(pattern_matches("team1*", "team10"), "the documented rule");
+        assert!(pattern_matches("team1:*", "team1:chat"));
+        assert!(!pattern_matches("team1:*", "team10:chat"));
+        assert!(!pattern_matches("team1", "team10"), "an exact name is exact");
+    }
 
     #[test]
     fn patterns() {
