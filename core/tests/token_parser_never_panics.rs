@@ -4,19 +4,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use herald_core::auth::{authorize, mint_hs256, verify_hs256, RoomPatterns};
+use herald_core::auth::{authorize, mint_hs256, verify_hs256, Keys, RoomPatterns};
 use herald_core::ErrorCode;
 use proptest::prelude::*;
 use serde_json::json;
 
-const SECRET: &[u8] = b"fuzz-secret";
+const SECRET: &[u8] = b"fuzz-secret-of-at-least-thirty-two-bytes";
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
     #[test]
     fn arbitrary_strings(token in ".{0,300}", room in "[a-z:*]{0,12}", now in any::<u64>()) {
-        if let Err(r) = authorize(Some(&token), &room, Some(SECRET), &RoomPatterns::parse("*"), now, 2) {
+        let keys = Keys::parse(std::str::from_utf8(SECRET).unwrap()).unwrap().unwrap();
+        if let Err(r) = authorize(Some(&token), &room, Some(&keys), &RoomPatterns::parse("*"), now, 2) {
             prop_assert_eq!(r.code, ErrorCode::Unauthorized);
         } else {
             panic!("an unsigned string was accepted: {token:?}");

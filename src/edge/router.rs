@@ -7,7 +7,7 @@ use super::js;
 use super::link_client::RoomLink;
 use herald_core::link::relay_name;
 use herald_core::link::{self, path, LinkPub};
-use herald_core::auth::{authorize, Capability, Grant};
+use herald_core::auth::{authorize, Capability, Grant, Keys};
 use herald_core::{parse_history_bounds, parse_http_publish, validate_room, Config, ErrorCode, Region, Rejection};
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
@@ -37,8 +37,14 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
                 (Method::Delete, ["messages"]) | (Method::Get, ["stats"]) => Some(Capability::Admin),
                 _ => None,
             };
+            // A short or malformed HERALD_SECRET fails every room request with
+            // an error naming it, instead of checking tokens with a weak key.
+            let keys = match keys(&env) {
+                Ok(k) => k,
+                Err(e) => return reject_with(ErrorCode::Internal, format!("server misconfigured: {e}")),
+            };
             // Every token is checked here, before any Durable Object is touched.
-            let grant = match needs.map(|cap| grant_for(&req, &env, &config, &room, cap)) {
+            let grant = match needs.map(|cap| grant_for(&req, keys.as_ref(), &config, &room, cap)) {
                 Some(Ok(g)) => g,
                 Some(Err(r)) => return reject(&r),
                 None => Grant { user: None, caps: Default::default(), expires_s: None, info: None },
@@ -73,23 +79,25 @@ fn presented_token(req: &Request) -> Option<String> {
     })
 }
 
-/// `HERALD_SECRET`: a wrangler secret in production, `.dev.vars` locally.
-fn secret(env: &Env) -> Option<String> {
-    env.secret("HERALD_SECRET")
+/// The token keys from `HERALD_SECRET` (a wrangler secret in production,
+/// `.dev.vars` locally; see `herald_core::auth::Keys`). A malformed or short
+/// secret is a configuration error naming the variable.
+fn keys(env: &Env) -> std::result::Result<Option<Keys>, String> {
+    let value = env
+        .secret("HERALD_SECRET")
         .map(|s| s.to_string())
         .or_else(|_| env.var("HERALD_SECRET").map(|v| v.to_string()))
-        .ok()
-        .filter(|s| !s.is_empty())
+        .unwrap_or_default();
+    Keys::parse(&value)
 }
 
-fn grant_for(req: &Request, env: &Env, config: &Config, room: &str, cap: Capability) -> std::result::Result<Grant, Rejection> {
+fn grant_for(req: &Request, keys: Option<&Keys>, config: &Config, room: &str, cap: Capability) -> std::result::Result<Grant, Rejection> {
     let now_s = js::now_ms() / 1000;
-    let secret = secret(env);
     let token = presented_token(req);
     let grant = authorize(
         token.as_deref(),
         room,
-        secret.as_deref().map(str::as_bytes),
+        keys,
         &config.public_rooms,
         now_s,
         config.clock_skew_s,

@@ -95,7 +95,7 @@ fn free_port() -> u16 {
 // ---------------------------------------------------------------- Tokens --
 
 /// The `HERALD_SECRET` every test server runs with.
-pub const TEST_SECRET: &str = "herald-integration-test-secret";
+pub const TEST_SECRET: &str = "herald-integration-test-secret-0123456789";
 
 pub fn now_s() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

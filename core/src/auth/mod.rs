@@ -5,10 +5,12 @@
 //! capabilities on every frame.
 
 mod capability;
+mod keys;
 mod token;
 
 pub use capability::{Capability, CapabilitySet, RoomPatterns};
-pub use token::{mint_hs256, verify_hs256, AuthError, Claims, MAX_INFO_BYTES, MAX_TOKEN_BYTES};
+pub use keys::{Keys, MIN_SECRET_BYTES};
+pub use token::{mint_hs256, mint_hs256_kid, verify_hs256, verify_with_keys, AuthError, Claims, MAX_INFO_BYTES, MAX_TOKEN_BYTES};
 
 use crate::error::{ErrorCode, Rejection};
 
@@ -61,17 +63,17 @@ impl Grant {
 pub fn authorize(
     token: Option<&str>,
     room: &str,
-    secret: Option<&[u8]>,
+    keys: Option<&Keys>,
     public_rooms: &RoomPatterns,
     now_s: u64,
     skew_s: u64,
 ) -> Result<Grant, Rejection> {
     match token {
         Some(token) => {
-            let secret = secret.ok_or_else(|| {
+            let keys = keys.ok_or_else(|| {
                 Rejection::new(ErrorCode::Unauthorized, "this server accepts no tokens (HERALD_SECRET is not set)")
             })?;
-            let claims = verify_hs256(token, secret, now_s, skew_s).map_err(AuthError::rejection)?;
+            let claims = verify_with_keys(token, keys, now_s, skew_s).map_err(AuthError::rejection)?;
             Ok(Grant {
                 caps: claims.rooms.caps_for(room),
                 user: Some(claims.sub),
@@ -94,10 +96,34 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const SECRET: &[u8] = b"s3cret";
+    const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!!";
+
+    fn keys() -> Keys {
+        Keys::parse(std::str::from_utf8(SECRET).unwrap()).unwrap().unwrap()
+    }
 
     fn token(rooms: serde_json::Value, exp: u64) -> String {
         mint_hs256(&json!({"sub":"ana","exp":exp,"rooms":rooms}), SECRET)
+    }
+
+    #[test]
+    fn rotated_keys_verify_by_kid() {
+        let (old, new) = ("old-secret-of-at-least-thirty-two-bytes", "new-secret-of-at-least-thirty-two-bytes");
+        let keys = Keys::parse(&format!("old={old},new={new}")).unwrap().unwrap();
+        let claims = json!({"sub":"ana","rooms":{"r":["sub"]}});
+        let public = RoomPatterns::default();
+        for t in [
+            mint_hs256_kid(&claims, Some("new"), new.as_bytes()),
+            mint_hs256_kid(&claims, Some("old"), old.as_bytes()),
+            mint_hs256(&claims, old.as_bytes()),
+        ] {
+            assert!(authorize(Some(&t), "r", Some(&keys), &public, 0, 2).is_ok(), "{t}");
+        }
+        let unknown = mint_hs256_kid(&claims, Some("gone"), old.as_bytes());
+        let e = authorize(Some(&unknown), "r", Some(&keys), &public, 0, 2).unwrap_err();
+        assert!(e.message.contains("gone"), "{}", e.message);
+        let crossed = mint_hs256_kid(&claims, Some("new"), old.as_bytes());
+        assert!(authorize(Some(&crossed), "r", Some(&keys), &public, 0, 2).is_err(), "a kid selects its key only");
     }
 
     #[test]
@@ -115,11 +141,11 @@ mod tests {
     fn grants_by_pattern_and_public_rooms() {
         let public = RoomPatterns::parse("news:*, lobby");
         let t = token(json!({"chat:*":["sub","pub"],"chat:vip":["history"]}), 1000);
-        let g = authorize(Some(&t), "chat:vip", Some(SECRET), &public, 100, 2).unwrap();
+        let g = authorize(Some(&t), "chat:vip", Some(&keys()), &public, 100, 2).unwrap();
         assert_eq!(g.user.as_deref(), Some("ana"));
         assert!(g.require(Capability::Pub).is_ok() && g.require(Capability::History).is_ok());
         assert_eq!(g.require(Capability::Admin).unwrap_err().code, ErrorCode::Forbidden);
-        let other = authorize(Some(&t), "other", Some(SECRET), &public, 100, 2).unwrap();
+        let other = authorize(Some(&t), "other", Some(&keys()), &public, 100, 2).unwrap();
         assert_eq!(other.require(Capability::Sub).unwrap_err().code, ErrorCode::Forbidden);
 
         let anon = authorize(None, "news:eu", None, &public, 100, 2).unwrap();
@@ -127,7 +153,7 @@ mod tests {
         assert_eq!(anon.require(Capability::Pub).unwrap_err().code, ErrorCode::Unauthorized);
         assert_eq!(authorize(None, "chat:x", None, &public, 100, 2).unwrap_err().code, ErrorCode::Unauthorized);
         assert_eq!(
-            authorize(Some("garbage"), "lobby", Some(SECRET), &public, 100, 2).unwrap_err().code,
+            authorize(Some("garbage"), "lobby", Some(&keys()), &public, 100, 2).unwrap_err().code,
             ErrorCode::Unauthorized,
             "a broken token is refused even on a public room"
         );

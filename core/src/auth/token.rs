@@ -27,6 +27,8 @@ pub enum AuthError {
     Algorithm(String),
     /// The signature does not match the secret.
     BadSignature,
+    /// The header names a `kid` the server does not hold.
+    UnknownKey(String),
     /// `exp` has passed (beyond the skew allowance).
     Expired,
     /// `nbf` (or `iat`) is in the future (beyond the skew allowance).
@@ -39,6 +41,7 @@ impl AuthError {
             AuthError::Malformed(why) => format!("malformed token: {why}"),
             AuthError::Algorithm(alg) => format!("token algorithm {alg:?} is not accepted; use HS256"),
             AuthError::BadSignature => "token signature does not verify".to_owned(),
+            AuthError::UnknownKey(kid) => format!("token key id {kid:?} is not known to this server"),
             AuthError::Expired => "token expired".to_owned(),
             AuthError::NotYetValid => "token not yet valid".to_owned(),
         };
@@ -81,6 +84,21 @@ fn mac(secret: &[u8]) -> Result<Hmac<Sha256>, AuthError> {
 /// Verifies `token` at `now_s` (seconds since the Unix epoch), allowing
 /// `skew_s` of clock difference on `exp`, `nbf` and `iat`.
 pub fn verify_hs256(token: &str, secret: &[u8], now_s: u64, skew_s: u64) -> Result<Claims, AuthError> {
+    verify_with(token, |_| vec![secret], now_s, skew_s)
+}
+
+/// Verifies `token` against the keys its header's `kid` selects
+/// ([`crate::auth::Keys::candidates`]).
+pub fn verify_with_keys(token: &str, keys: &crate::auth::Keys, now_s: u64, skew_s: u64) -> Result<Claims, AuthError> {
+    verify_with(token, |kid| keys.candidates(kid), now_s, skew_s)
+}
+
+fn verify_with<'k>(
+    token: &str,
+    candidates: impl FnOnce(Option<&str>) -> Vec<&'k [u8]>,
+    now_s: u64,
+    skew_s: u64,
+) -> Result<Claims, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(malformed("too long"));
     }
@@ -92,6 +110,8 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_s: u64, skew_s: u64) -> Resu
     #[derive(Deserialize)]
     struct Header {
         alg: String,
+        #[serde(default)]
+        kid: Option<String>,
     }
     let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| malformed("header is not base64url"))?;
     let head: Header = serde_json::from_slice(&header_json).map_err(|_| malformed("header is not a JSON object with alg"))?;
@@ -99,11 +119,21 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_s: u64, skew_s: u64) -> Resu
         return Err(AuthError::Algorithm(head.alg.chars().take(16).collect()));
     }
     let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| malformed("signature is not base64url"))?;
-    let mut m = mac(secret)?;
-    m.update(header.as_bytes());
-    m.update(b".");
-    m.update(payload.as_bytes());
-    m.verify_slice(&signature).map_err(|_| AuthError::BadSignature)?;
+    let secrets = candidates(head.kid.as_deref());
+    if secrets.is_empty() {
+        return Err(AuthError::UnknownKey(head.kid.unwrap_or_default().chars().take(64).collect()));
+    }
+    let signed_by_one = secrets.into_iter().any(|secret| {
+        mac(secret).is_ok_and(|mut m| {
+            m.update(header.as_bytes());
+            m.update(b".");
+            m.update(payload.as_bytes());
+            m.verify_slice(&signature).is_ok()
+        })
+    });
+    if !signed_by_one {
+        return Err(AuthError::BadSignature);
+    }
 
     let payload_json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed("payload is not base64url"))?;
     let wire: WireClaims<'_> =
@@ -129,7 +159,16 @@ pub fn verify_hs256(token: &str, secret: &[u8], now_s: u64, skew_s: u64) -> Resu
 /// Signs `claims` (any JSON object) as an HS256 token, for `scripts/token`
 /// and tests. An unusable secret yields an empty string, which never verifies.
 pub fn mint_hs256(claims: &serde_json::Value, secret: &[u8]) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    mint_hs256_kid(claims, None, secret)
+}
+
+/// [`mint_hs256`] with a `kid` in the header, naming the key.
+pub fn mint_hs256_kid(claims: &serde_json::Value, kid: Option<&str>, secret: &[u8]) -> String {
+    let head = match kid {
+        Some(kid) => serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}).to_string(),
+        None => r#"{"alg":"HS256","typ":"JWT"}"#.to_owned(),
+    };
+    let header = URL_SAFE_NO_PAD.encode(head);
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     let Ok(mut m) = mac(secret) else { return String::new() };
     m.update(header.as_bytes());

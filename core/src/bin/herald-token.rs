@@ -3,7 +3,7 @@
 //! The secret comes from `HERALD_SECRET`, else from `.dev.vars` in the
 //! current directory (which `scripts/dev` writes). The token goes to stdout.
 
-use herald_core::auth::mint_hs256;
+use herald_core::auth::{mint_hs256_kid, Keys};
 use serde_json::{json, Map, Value};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +14,7 @@ const USAGE: &str = "usage: herald-token [--sub USER] [--room PATTERN=CAP,CAP]..
           sub pub presence history admin (default: *=sub,pub,presence,history)
   --ttl   seconds until the token expires (default: 3600)
   --info  a JSON object carried into presence (at most 1 KiB)
+  --kid   which key of HERALD_SECRET's kid=secret pairs signs (default: the first)
 The secret is HERALD_SECRET, or HERALD_SECRET in ./.dev.vars.";
 
 fn secret() -> Option<String> {
@@ -34,6 +35,7 @@ fn run() -> Result<String, String> {
     let mut rooms = Map::new();
     let mut ttl: u64 = 3600;
     let mut info: Option<Value> = None;
+    let mut kid: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
@@ -47,6 +49,7 @@ fn run() -> Result<String, String> {
             }
             "--ttl" => ttl = value()?.parse().map_err(|_| "--ttl takes whole seconds".to_owned())?,
             "--info" => info = Some(serde_json::from_str(&value()?).map_err(|e| format!("--info: {e}"))?),
+            "--kid" => kid = Some(value()?),
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
@@ -55,12 +58,14 @@ fn run() -> Result<String, String> {
         rooms.insert("*".into(), json!(["sub", "pub", "presence", "history"]));
     }
     let secret = secret().ok_or("no secret: set HERALD_SECRET or run scripts/dev once to write .dev.vars")?;
+    let keys = Keys::parse(&secret)?.ok_or("HERALD_SECRET is empty")?;
+    let (kid, key) = keys.signing(kid.as_deref()).ok_or("no such --kid in HERALD_SECRET")?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
     let mut claims = json!({"sub": sub, "iat": now, "exp": now + ttl, "rooms": rooms});
     if let (Some(info), Some(obj)) = (info, claims.as_object_mut()) {
         obj.insert("info".into(), info);
     }
-    Ok(mint_hs256(&claims, secret.as_bytes()))
+    Ok(mint_hs256_kid(&claims, kid, key))
 }
 
 fn main() -> ExitCode {
