@@ -36,6 +36,10 @@ pub struct Config {
     pub pub_burst: u32,
     /// `HERALD_MAX_CONNECTIONS_PER_RELAY`: past it, connects get 503.
     pub max_connections_per_relay: u32,
+    /// `HERALD_MAX_CONNECTIONS_PER_USER`: the most connections one user
+    /// (`sub`, or one IP for anonymous readers) may hold on one relay;
+    /// past it, connects get 429.
+    pub max_connections_per_user: u32,
     /// `HERALD_MAX_BATCH`: most messages per client batch frame.
     pub max_batch: usize,
     /// `HERALD_FAULT_*`: fault injection, honoured only together with
@@ -59,6 +63,7 @@ impl Default for Config {
             pub_rate: 20,
             pub_burst: 40,
             max_connections_per_relay: 10_000,
+            max_connections_per_user: 100,
             max_batch: crate::room::MAX_BATCH_MESSAGES,
             faults: crate::faults::FaultConfig::default(),
         }
@@ -145,6 +150,12 @@ impl Config {
                 1..=1_000_000,
                 "an integer from 1 to 1000000",
                 d.max_connections_per_relay.into(),
+            )? as u32,
+            max_connections_per_user: int(
+                "HERALD_MAX_CONNECTIONS_PER_USER",
+                1..=1_000_000,
+                "an integer from 1 to 1000000",
+                d.max_connections_per_user.into(),
             )? as u32,
             max_batch: int("HERALD_MAX_BATCH", 1..=1000, "an integer from 1 to 1000", d.max_batch as u64)? as usize,
         })

@@ -245,7 +245,10 @@ impl Server {
             .arg(&self.persist_dir)
             .arg("--show-interactive-dev-session=false")
             .args(["--var", "HERALD_TRUST_REGION_PARAM:1"])
-            .args(["--var", &format!("HERALD_SECRET:{TEST_SECRET}")]);
+            .args(["--var", &format!("HERALD_SECRET:{TEST_SECRET}")])
+            // Every scenario's clients share one token (one user); the
+            // per-user cap has a scenario of its own, which sets it back.
+            .args(["--var", "HERALD_MAX_CONNECTIONS_PER_USER:100000"]);
         for (k, v) in &self.vars {
             cmd.args(["--var", &format!("{k}:{v}")]);
         }

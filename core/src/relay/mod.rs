@@ -45,7 +45,7 @@ use crate::abuse::Strikes;
 use crate::backoff::{Backoff, Rng};
 use crate::close_code::CloseCode;
 use crate::config::Retention;
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, Rejection};
 use crate::link::{DeliveryHead, JoinReply, LinkAck, RangeHead, RelayPosition, RelayReport};
 use crate::rate::TokenBucket;
 use crate::region::Region;
@@ -61,6 +61,16 @@ pub const MAX_PENDING_DELIVERIES: usize = 64;
 pub const MAX_PUBLISH_ATTEMPTS: u32 = 4;
 /// Delay before a publish call is tried again, under the same batch id.
 pub const PUBLISH_RETRY: Backoff = Backoff { base_ms: 100, cap_ms: 1_000 };
+
+/// The key connections are counted under, per user: the token's `sub`, or
+/// for an anonymous reader its IP address (`None` when the runtime gives
+/// none, as locally: all anonymous readers then share one key).
+pub fn user_key(sub: Option<&str>, ip: Option<&str>) -> String {
+    match sub {
+        Some(sub) => format!("u:{sub}"),
+        None => format!("ip:{}", ip.unwrap_or("?")),
+    }
+}
 
 /// How the glue holds a frame: a JS string on wasm (shared by every socket,
 /// so the fan-out and the window cost no copies), a `String` in tests.
@@ -156,6 +166,10 @@ pub struct RelayCore<F = String> {
     /// order the relay's reports at the Room.
     incarnation: u64,
     report_seq: u64,
+    /// Connections per user key ([`user_key`]), open and being admitted.
+    users: HashMap<String, u32>,
+    /// The sockets this object woke with have been counted into `users`.
+    users_counted: bool,
     /// A repair read is in flight for the front of `pending`.
     reading: bool,
     /// The position changed since it was last saved.
@@ -206,6 +220,8 @@ impl<F: Frame> RelayCore<F> {
             admitting: 0,
             incarnation,
             report_seq: 0,
+            users: HashMap::new(),
+            users_counted: false,
             reading: false,
             dirty: false,
             actions: VecDeque::new(),
@@ -261,6 +277,53 @@ impl<F: Frame> RelayCore<F> {
     /// may have been forgotten by the Room).
     pub fn needs_join(&self, open_connections: u32) -> bool {
         self.position.is_none() || open_connections == 0
+    }
+
+    /// Reserves a place for a connecting client of user `key`, or refuses
+    /// it: 503 `overloaded` when the relay holds `max_relay` connections
+    /// (open ones, `open`, and those being admitted: simultaneous connects
+    /// cannot all pass), 429 `rate_limited` when the user holds
+    /// `max_user`. A reservation is released by [`RelayCore::user_left`]
+    /// (the admission failed, or the client left); it also begins the
+    /// admission ([`RelayCore::begin_admission`]).
+    pub fn reserve(&mut self, key: &str, open: u32, max_relay: u32, max_user: u32) -> Result<(), Rejection> {
+        if open.saturating_add(self.admitting) >= max_relay {
+            return Err(Rejection::new(ErrorCode::Overloaded, "this region's relay is at its connection limit; retry later"));
+        }
+        let held = self.users.get(key).copied().unwrap_or(0);
+        if held >= max_user {
+            return Err(Rejection::new(
+                ErrorCode::RateLimited,
+                format!("this user holds {held} connections to this region's relay, the most allowed; close one first"),
+            ));
+        }
+        self.users.insert(key.to_owned(), held + 1);
+        self.begin_admission();
+        Ok(())
+    }
+
+    /// Counts the open connections this object woke with, by user key,
+    /// once per construction: hibernation keeps sockets, not memory.
+    pub fn count_users<'a>(&mut self, keys: impl IntoIterator<Item = &'a str>) {
+        for key in keys {
+            *self.users.entry(key.to_owned()).or_default() += 1;
+        }
+        self.users_counted = true;
+    }
+
+    /// Whether [`RelayCore::count_users`] has run since construction.
+    pub fn users_counted(&self) -> bool {
+        self.users_counted
+    }
+
+    /// A connection of user `key` is gone (or its admission failed).
+    pub fn user_left(&mut self, key: &str) {
+        if let Some(n) = self.users.get_mut(key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.users.remove(key);
+            }
+        }
     }
 
     /// A client's admission begins: it counts in reports from now on.
@@ -864,6 +927,20 @@ mod tests {
         let out = fanned(&drain(&mut r));
         assert_eq!(out[0], serde_json::json!({"t":"reset","epoch":"e3","seq":9}));
         assert_eq!(out[1]["seq"], 10);
+    }
+
+    #[test]
+    fn admission_is_capped_per_relay_and_per_user_even_when_simultaneous() {
+        let mut r = joined(0, 0);
+        let (ana, bo) = (user_key(Some("ana"), None), user_key(None, Some("10.0.0.1")));
+        assert!(r.reserve(&ana, 0, 3, 2).is_ok() && r.reserve(&ana, 0, 3, 2).is_ok(), "two at once, neither open yet");
+        assert_eq!(r.reserve(&ana, 0, 3, 2).unwrap_err().code, ErrorCode::RateLimited, "a third for the same user");
+        assert!(r.reserve(&bo, 0, 3, 2).is_ok(), "another user");
+        assert_eq!(r.reserve("u:cy", 0, 3, 2).unwrap_err().code, ErrorCode::Overloaded, "three being admitted fill the relay");
+        r.end_admission();
+        r.user_left(&ana);
+        assert!(r.reserve(&ana, 1, 4, 2).is_ok(), "a place freed: one open, two still being admitted");
+        assert_eq!(bo, "ip:10.0.0.1");
     }
 
     #[test]

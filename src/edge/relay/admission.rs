@@ -1,14 +1,13 @@
 //! Letting a client in: the join with the Room when the relay needs one,
 //! the resume replay, then the connection id and welcome from the core.
 
-use super::attachment::Attachment;
+use super::attachment::{attachment, Attachment};
 use super::{JsFrame, RelayInner};
-use crate::edge::http::{header, reject_with};
+use crate::edge::http::{header, reject};
 use crate::edge::js;
 use herald_core::auth::Grant;
 use herald_core::link;
-use herald_core::relay::{trim_frame, Resume};
-use herald_core::ErrorCode;
+use herald_core::relay::{trim_frame, user_key, Resume};
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{Request, Response, Result, WebSocketPair};
@@ -21,6 +20,8 @@ const MAX_RESUME_ROUNDS: usize = 8;
 /// A client the relay has let in, ready to be attached.
 pub(super) struct Admitted {
     pub grant: Grant,
+    /// The key the connection counts under.
+    pub key: String,
     pub recovered: Option<bool>,
     pub replay: Vec<JsValue>,
     pub conn: String,
@@ -60,19 +61,28 @@ impl RelayInner {
         let grant: Grant = header(req, link::HDR_GRANT)
             .and_then(|g| link::decode_grant(&g).ok_or_else(|| worker::Error::RustError("unreadable grant header".into())))
             .map_err(Err)?;
-        let max = self.config().map_err(Err)?.max_connections_per_relay;
-        if self.open_connections() >= max {
-            return Err(reject_with(ErrorCode::Overloaded, "this region's relay is at its connection limit; retry later"));
-        }
+        let config = self.config().map_err(Err)?;
+        let (max_relay, max_user) = (config.max_connections_per_relay, config.max_connections_per_user);
         self.ensure_core(Some(req)).map_err(Err)?;
-        // Counted in reports from here until the caller accepts the client
-        // (`end_admission`), so the Room never takes the relay for empty.
-        self.with_core(|c| c.begin_admission()).map_err(Err)?;
+        let ip = req.headers().get("cf-connecting-ip").ok().flatten();
+        let key = user_key(grant.user.as_deref(), ip.as_deref());
+        self.count_users_once().map_err(Err)?;
+        // The place is reserved before any await, so simultaneous connects
+        // see each other; it counts in reports from here until the caller
+        // accepts the client (`end_admission`), so the Room never takes the
+        // relay for empty.
+        let open = self.open_connections();
+        if let Err(r) = self.with_core(|c| c.reserve(&key, open, max_relay, max_user)).map_err(Err)? {
+            return Err(reject(&r));
+        }
         let prepared = self.prepare_client(req).await;
         let (recovered, replay) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                let _ = self.with_core(|c| c.end_admission());
+                let _ = self.with_core(|c| {
+                    c.end_admission();
+                    c.user_left(&key);
+                });
                 return Err(Err(e));
             }
         };
@@ -80,24 +90,43 @@ impl RelayInner {
         // the welcome's seq, the replay and live messages meet at one point.
         let admitted = self.with_core(|c| {
             c.end_admission();
-            c.admit(recovered)
+            let admitted = c.admit(recovered);
+            if admitted.is_none() {
+                c.user_left(&key);
+            }
+            admitted
         });
         match admitted {
-            Ok(Some((conn, welcome))) => Ok(Admitted { grant, recovered, replay, conn, welcome }),
+            Ok(Some((conn, welcome))) => Ok(Admitted { grant, key, recovered, replay, conn, welcome }),
             Ok(None) => Err(Err(worker::Error::RustError("relay has not joined".into()))),
             Err(e) => Err(Err(e)),
         }
     }
 
+    /// Counts the sockets this object woke with by user, once.
+    fn count_users_once(&self) -> Result<()> {
+        if self.with_core(|c| c.users_counted())? {
+            return Ok(());
+        }
+        let keys: Vec<String> = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter(|ws| js::is_open(ws))
+            .filter_map(|ws| attachment(ws).map(|a| a.user_key()))
+            .collect();
+        self.with_core(|c| c.count_users(keys.iter().map(String::as_str)))
+    }
+
     pub(super) async fn connect(self: Rc<Self>, req: &Request) -> Result<Response> {
-        let Admitted { grant, replay, conn, welcome, .. } = match self.admit_client(req).await {
+        let Admitted { grant, key, replay, conn, welcome, .. } = match self.admit_client(req).await {
             Ok(a) => a,
             Err(answer) => return answer,
         };
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
         self.open_sockets.set(self.open_sockets.get().map(|n| n.saturating_add(1)));
-        pair.server.serialize_attachment(Attachment::new(conn, &grant))?;
+        pair.server.serialize_attachment(Attachment::new(conn, &grant, key))?;
         pair.server.send_with_str(&welcome)?;
         for frame in &replay {
             js::send_shared(&pair.server, frame);

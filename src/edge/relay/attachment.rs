@@ -16,11 +16,26 @@ pub struct Attachment {
     pub caps: CapabilitySet,
     /// Token expiry, seconds since the Unix epoch.
     pub exp: Option<u64>,
+    /// The key its connection counts under (`herald_core::relay::user_key`).
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl Attachment {
-    pub fn new(conn: String, grant: &Grant) -> Self {
-        Attachment { herald: ATTACHMENT_VERSION, conn, from: grant.user.clone(), caps: grant.caps, exp: grant.expires_s }
+    pub fn new(conn: String, grant: &Grant, key: String) -> Self {
+        Attachment {
+            herald: ATTACHMENT_VERSION,
+            conn,
+            from: grant.user.clone(),
+            caps: grant.caps,
+            exp: grant.expires_s,
+            key: Some(key),
+        }
+    }
+
+    /// The user key, for attachments written before it was stored too.
+    pub fn user_key(&self) -> String {
+        self.key.clone().unwrap_or_else(|| herald_core::relay::user_key(self.from.as_deref(), None))
     }
 
     pub fn grant(&self) -> Grant {

@@ -222,7 +222,10 @@ impl RelayInner {
             return;
         }
         if let Some(a) = attachment(ws) {
-            let _ = self.with_core(|c| c.closed(&a.conn));
+            let _ = self.with_core(|c| {
+                c.closed(&a.conn);
+                c.user_left(&a.user_key());
+            });
         }
         self.schedule_report();
     }

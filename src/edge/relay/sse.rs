@@ -17,13 +17,15 @@ use worker::{Request, Response, Result};
 pub(super) struct SseClient {
     tx: UnboundedSender<std::result::Result<Vec<u8>, worker::Error>>,
     exp: Option<u64>,
+    /// The key its connection counts under.
+    key: String,
 }
 
 impl RelayInner {
     /// An SSE stream: `welcome`, then `reset` if a resume was refused, the
     /// replay, and live events.
     pub(super) async fn events(self: Rc<Self>, req: &Request) -> Result<Response> {
-        let Admitted { grant, recovered, replay, welcome, .. } = match self.admit_client(req).await {
+        let Admitted { grant, key, recovered, replay, welcome, .. } = match self.admit_client(req).await {
             Ok(a) => a,
             Err(answer) => return answer,
         };
@@ -39,7 +41,7 @@ impl RelayInner {
         }
         let (tx, rx) = unbounded();
         tx.unbounded_send(Ok(head.into_bytes())).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        self.sse.borrow_mut().push(SseClient { tx, exp: grant.expires_s });
+        self.sse.borrow_mut().push(SseClient { tx, exp: grant.expires_s, key });
         self.schedule_report();
         self.start_heartbeat();
         let headers = worker::Headers::new();
@@ -51,14 +53,19 @@ impl RelayInner {
     /// Writes `bytes` to every SSE client, forgetting the ones that left and
     /// ending the streams whose tokens expired.
     pub(super) fn write_sse(self: &Rc<Self>, bytes: &[u8]) {
-        let before = self.sse.borrow().len();
         let now_s = js::now_ms() / 1000;
         let Ok(skew) = self.config().map(|c| c.clock_skew_s) else { return };
+        let mut gone = Vec::new();
         self.sse.borrow_mut().retain(|c| {
             let live = c.exp.is_none_or(|exp| now_s <= exp.saturating_add(skew));
-            live && c.tx.unbounded_send(Ok(bytes.to_vec())).is_ok()
+            let kept = live && c.tx.unbounded_send(Ok(bytes.to_vec())).is_ok();
+            if !kept {
+                gone.push(c.key.clone());
+            }
+            kept
         });
-        if self.sse.borrow().len() != before {
+        if !gone.is_empty() {
+            let _ = self.with_core(|c| gone.iter().for_each(|key| c.user_left(key)));
             self.schedule_report();
         }
     }
