@@ -7,19 +7,12 @@
 
 mod support;
 
-use serde_json::{json, Value};
-use std::process::Stdio;
+use serde_json::json;
 use std::time::Duration;
+use support::sse::EventSourceClient;
 use support::{admin_token, http_pub, unique_room, Server, ServerOpts};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const T: Duration = Duration::from_secs(30);
-
-/// The client's next event line.
-async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
-    let line = tokio::time::timeout(T, lines.next_line()).await.expect("an event in time").unwrap();
-    serde_json::from_str::<Value>(&line.expect("the client exited early")).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_source_opened_with_since_does_not_replay_it_on_reconnect() {
@@ -34,18 +27,11 @@ async fn event_source_opened_with_since_does_not_replay_it_on_reconnect() {
         server.base_url(),
         admin_token()
     );
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = tokio::process::Command::new(format!("{root}/node_modules/.bin/node"))
-        .args(["--experimental-eventsource", &format!("{root}/tests/eventsource_client.mjs"), &url, "5"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node from node_modules (scripts/setup installs it)");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut es = EventSourceClient::spawn(&url, 5);
 
     let mut ids = Vec::new();
     while ids.len() < 2 {
-        let ev = next(&mut lines).await;
+        let ev = es.next(T).await;
         match ev["type"].as_str() {
             Some("welcome") => {}
             Some("msg") => ids.push(ev["id"].as_str().unwrap().to_owned()),
@@ -61,7 +47,7 @@ async fn event_source_opened_with_since_does_not_replay_it_on_reconnect() {
     http_pub(&server, &room, json!({"data": {"n": 5}})).await;
     let mut after = Vec::new();
     while after.len() < 2 {
-        let ev = next(&mut lines).await;
+        let ev = es.next(T).await;
         match ev["type"].as_str() {
             Some("msg") => after.push(ev["id"].as_str().unwrap().to_owned()),
             Some("welcome") | Some("error") => {}
@@ -69,6 +55,6 @@ async fn event_source_opened_with_since_does_not_replay_it_on_reconnect() {
         }
     }
     assert_eq!(after, vec![format!("{epoch}:4"), format!("{epoch}:5")], "continued after 3, not replayed from 1");
-    let status = tokio::time::timeout(T, child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(T, es.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "the client saw seq 5 and exited");
 }

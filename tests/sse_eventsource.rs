@@ -8,18 +8,11 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::process::Stdio;
 use std::time::Duration;
+use support::sse::EventSourceClient;
 use support::{admin_token, http_pub, unique_room, Server, ServerOpts};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const T: Duration = Duration::from_secs(30);
-
-/// The client's next event line.
-async fn next(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
-    let line = tokio::time::timeout(T, lines.next_line()).await.expect("an event in time").unwrap();
-    serde_json::from_str::<Value>(&line.expect("the client exited early")).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_source_reads_and_resumes_by_itself() {
@@ -29,20 +22,13 @@ async fn event_source_reads_and_resumes_by_itself() {
         http_pub(&server, &room, json!({"data": {"n": n}})).await;
     }
     let url = format!("{}/v1/rooms/{room}/events?region=weur&token={}", server.base_url(), admin_token());
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = tokio::process::Command::new(format!("{root}/node_modules/.bin/node"))
-        .args(["--experimental-eventsource", &format!("{root}/tests/eventsource_client.mjs"), &url, "5"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node from node_modules (scripts/setup installs it)");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut es = EventSourceClient::spawn(&url, 5);
 
-    let welcome = next(&mut lines).await;
+    let welcome = es.next(T).await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     let epoch = serde_json::from_str::<Value>(welcome["data"].as_str().unwrap()).unwrap()["epoch"].as_str().unwrap().to_owned();
     http_pub(&server, &room, json!({"data": {"n": 3}})).await;
-    let m = next(&mut lines).await;
+    let m = es.next(T).await;
     assert_eq!((m["type"].as_str(), m["id"].as_str()), (Some("msg"), Some(format!("{epoch}:3").as_str())), "{m}");
 
     // The runtime restarts: the stream drops and EventSource reconnects on
@@ -52,7 +38,7 @@ async fn event_source_reads_and_resumes_by_itself() {
     http_pub(&server, &room, json!({"data": {"n": 5}})).await;
     let mut after = Vec::new();
     while after.len() < 2 {
-        let ev = next(&mut lines).await;
+        let ev = es.next(T).await;
         match ev["type"].as_str() {
             Some("msg") => after.push(ev["id"].as_str().unwrap().to_owned()),
             Some("welcome") => {
@@ -64,6 +50,6 @@ async fn event_source_reads_and_resumes_by_itself() {
         }
     }
     assert_eq!(after, vec![format!("{epoch}:4"), format!("{epoch}:5")], "nothing missed, nothing twice");
-    let status = tokio::time::timeout(T, child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(T, es.child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "the client saw seq 5 and exited");
 }

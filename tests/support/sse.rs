@@ -155,3 +155,32 @@ impl SseStream {
         }
     }
 }
+
+/// A real `EventSource` (Node's WHATWG one, `tests/eventsource_client.mjs`)
+/// reading `url` until it sees the message with seq `until`; each event is
+/// one JSON line on its stdout: `{"type","id","data"}`.
+pub struct EventSourceClient {
+    pub child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl EventSourceClient {
+    pub fn spawn(url: &str, until: u64) -> EventSourceClient {
+        use tokio::io::AsyncBufReadExt;
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut child = tokio::process::Command::new(format!("{root}/node_modules/.bin/node"))
+            .args(["--experimental-eventsource", &format!("{root}/tests/eventsource_client.mjs"), url, &until.to_string()])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node from node_modules (scripts/setup installs it)");
+        let stdout = child.stdout.take().expect("piped stdout");
+        EventSourceClient { child, lines: tokio::io::BufReader::new(stdout).lines() }
+    }
+
+    /// The client's next event, within `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> serde_json::Value {
+        let line = tokio::time::timeout(timeout, self.lines.next_line()).await.expect("an event in time").unwrap();
+        serde_json::from_str(&line.expect("the client exited early")).unwrap()
+    }
+}
