@@ -23,12 +23,6 @@ pub struct FaultConfig {
     pub fail_range_every: u64,
 }
 
-impl FaultConfig {
-    pub fn any(&self) -> bool {
-        *self != FaultConfig::default()
-    }
-}
-
 /// Faults that fired, in the Room's `stats` as `faults`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct FaultStats {

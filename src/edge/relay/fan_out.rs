@@ -10,6 +10,7 @@ use crate::edge::link_client::delivery_head;
 use herald_core::relay::RelayAction;
 use herald_core::sse;
 use std::rc::Rc;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use worker::{console_error, Request, Response, Result};
 
@@ -22,7 +23,11 @@ impl RelayInner {
         let head = delivery_head(&req)?;
         // The body stays a JS string: it is sent to every socket as is.
         let body = JsFuture::from(req.inner().text().map_err(worker::Error::from)?).await.map_err(worker::Error::from)?;
-        let frame = (body.as_string().is_some_and(|s| !s.is_empty())).then_some(JsFrame(body));
+        // Its length is read in JS: copying the frame into Rust just to see
+        // whether it is empty (a sync carries none) would cost a copy per
+        // delivery.
+        let empty = body.dyn_ref::<js_sys::JsString>().is_none_or(|s| s.length() == 0);
+        let frame = (!empty).then_some(JsFrame(body));
         let token = self.next_token.get() + 1;
         self.next_token.set(token);
         let (done, answered) = futures::channel::oneshot::channel();
