@@ -24,7 +24,8 @@
 //! items sent without an answer (a delivery in a publish answer, or one the
 //! fault knob dropped) are sent again when their ack is overdue. The Room
 //! gives up on a relay's queue after [`MAX_ATTEMPTS`] attempts without
-//! progress, or when it passes [`MAX_RELAY_QUEUE`]: it then forgets the
+//! progress, or when it passes [`MAX_RELAY_QUEUE`] items or
+//! [`MAX_RELAY_QUEUE_BYTES`] bytes: it then forgets the
 //! queue, keeps trying at the longest backoff, and brings the relay level
 //! from storage with a *sync* (see [`DeliveryHead::sync_to`]). It forgets a
 //! relay only when the relay reports no connections.
@@ -55,6 +56,12 @@ pub const MAX_BATCH_BYTES: usize = 512 * 1024;
 /// the queue and syncs the relay from storage instead (ephemeral messages in
 /// the queue are then lost for that relay; they are never stored).
 pub const MAX_RELAY_QUEUE: usize = 8192;
+/// Bytes of frames held for one relay, sent and unsent; passing it gives the
+/// queue up like [`MAX_RELAY_QUEUE`]. The count alone would let a link hold
+/// 8192 messages of a maximal frame each (over 512 MiB). Items are shared
+/// by every link that holds them, and each link holds a suffix of the same
+/// stream, so this also bounds what all of a room's queues hold together.
+pub const MAX_RELAY_QUEUE_BYTES: usize = 8 * 1024 * 1024;
 /// Delay before items are sent again: after a failed call, or when their ack
 /// is overdue. The first retry comes within a second, and no gap lasts
 /// longer than the cap plus one call.
@@ -184,6 +191,9 @@ struct RelayLink {
     queue: VecDeque<Held>,
     /// Sent, not yet acknowledged; in lsn order, before everything queued.
     unacked: VecDeque<Held>,
+    /// The frame bytes of everything in `queue` and `unacked`, kept as
+    /// items come and go so the bound costs nothing per publish.
+    held_bytes: usize,
     /// A `deliver` call is in flight.
     calling: bool,
     /// Consecutive attempts without progress, for the backoff.
@@ -207,6 +217,7 @@ impl RelayLink {
             next_lsn: 1,
             queue: VecDeque::new(),
             unacked: VecDeque::new(),
+            held_bytes: 0,
             calling: false,
             attempt: 0,
             hold_until: None,
@@ -219,7 +230,13 @@ impl RelayLink {
         self.queue.len() + self.unacked.len()
     }
 
+    /// Whether holding `item` too would pass either bound.
+    fn full_for(&self, item: &Queued) -> bool {
+        self.held() >= MAX_RELAY_QUEUE || self.held_bytes + item.frame.len() > MAX_RELAY_QUEUE_BYTES
+    }
+
     fn push(&mut self, item: Rc<Queued>) {
+        self.held_bytes += item.frame.len();
         self.queue.push_back((self.next_lsn, item));
         self.next_lsn += 1;
     }
@@ -229,6 +246,7 @@ impl RelayLink {
     fn clear(&mut self) {
         self.queue.clear();
         self.unacked.clear();
+        self.held_bytes = 0;
         self.ack_due = None;
     }
 
@@ -253,8 +271,17 @@ impl RelayLink {
     /// Drops what the relay acknowledged; true when that was progress.
     fn acknowledge(&mut self, lsn: u64) -> bool {
         let before = self.held();
-        self.unacked.retain(|(n, _)| *n > lsn);
-        self.queue.retain(|(n, _)| *n > lsn);
+        let mut released = 0;
+        let mut keep = |(n, q): &Held| {
+            let kept = *n > lsn;
+            if !kept {
+                released += q.frame.len();
+            }
+            kept
+        };
+        self.unacked.retain(&mut keep);
+        self.queue.retain(&mut keep);
+        self.held_bytes -= released;
         if self.unacked.is_empty() {
             self.ack_due = None;
         }
@@ -305,6 +332,9 @@ pub struct LinkState {
     pub queued: usize,
     /// Items sent and not yet acknowledged.
     pub unacked: usize,
+    /// Frame bytes of the items queued and unacknowledged (bounded by
+    /// [`MAX_RELAY_QUEUE_BYTES`]).
+    pub held_bytes: usize,
     /// A `deliver` call is in flight.
     pub calling: bool,
     /// Attempts without progress.
@@ -546,7 +576,7 @@ impl RoomCore {
     fn enqueue(&mut self, queued: &Rc<Queued>) {
         let mut overflowed = Vec::new();
         for (region, link) in &mut self.relays {
-            if link.held() >= MAX_RELAY_QUEUE {
+            if link.full_for(queued) {
                 overflowed.push(*region);
             } else {
                 link.push(Rc::clone(queued));
@@ -933,6 +963,7 @@ impl RoomCore {
                     let state = LinkState {
                         queued: l.queue.len(),
                         unacked: l.unacked.len(),
+                        held_bytes: l.held_bytes,
                         calling: l.calling,
                         attempt: l.attempt,
                         ack_due: l.ack_due,
@@ -1236,6 +1267,88 @@ mod tests {
         let sync_to = d.head.sync_to.expect("a sync");
         assert_eq!(d.head.first, Some(sync_to + 1), "the sync covers what was dropped, the queue the rest: {:?}", d.head);
         assert_eq!(core.stats(0).syncs, 1);
+    }
+
+    /// `held_bytes` as kept incrementally, against the sum it stands for.
+    fn assert_held_bytes_exact(core: &RoomCore) {
+        for (region, l) in &core.relays {
+            let sum: usize = l.queue.iter().chain(&l.unacked).map(|(_, q)| q.frame.len()).sum();
+            assert_eq!(l.held_bytes, sum, "{region}");
+        }
+    }
+
+    #[test]
+    fn a_queue_of_big_messages_is_given_up_by_bytes_long_before_the_count_bound() {
+        let mut core = room();
+        core.report(0, report(Region::Afr, 1));
+        core.report(0, report(Region::Oc, 1));
+        drain(&mut core);
+        let big = format!("\"{}\"", "x".repeat(64 * 1024));
+        // afr never answers its first call; oc acknowledges everything.
+        let mut oc_syncs = 0;
+        let mut first_sync_at = None;
+        for i in 1..=300u64 {
+            core.publish(i, pub_(&big));
+            for d in deliveries(&drain(&mut core)) {
+                if d.region == Region::Oc {
+                    oc_syncs += usize::from(d.head.sync_to.is_some());
+                    let mut answer = acked(&core, Region::Oc, d.head.last_lsn);
+                    if let Ok(Some(RelayReport { position: Some(RelayPosition { ack: Some(ack), .. }), .. })) = &mut answer {
+                        ack.link = d.head.link;
+                    }
+                    core.delivered(i, Region::Oc, answer);
+                }
+            }
+            drain(&mut core);
+            assert_held_bytes_exact(&core);
+            let afr = core.stats(0).links[&Region::Afr];
+            assert!(afr.held_bytes <= MAX_RELAY_QUEUE_BYTES, "message {i}: {afr:?}");
+            if first_sync_at.is_none() && core.stats(0).syncs == 1 {
+                first_sync_at = Some(i);
+            }
+        }
+        let per_message = MAX_RELAY_QUEUE_BYTES / (64 * 1024);
+        let at = first_sync_at.expect("the byte bound gave the queue up");
+        assert!((per_message as u64 - 2..=per_message as u64 + 1).contains(&at), "given up at message {at}, ~{per_message} expected");
+        assert_eq!((core.stats(0).syncs, oc_syncs), (2, 0), "afr given up twice in 300 messages, oc never");
+        assert_eq!(core.stats(0).links[&Region::Oc].held_bytes, 0, "an acknowledging link holds nothing");
+
+        // The sync and what follows go to afr once its call fails.
+        core.delivered(400, Region::Afr, Err(()));
+        core.alarm(400 + REDELIVERY.cap_ms);
+        let acts = drain(&mut core);
+        let d = deliveries(&acts).into_iter().find(|d| d.region == Region::Afr).expect("afr is sent its queue again").clone();
+        let sync_to = d.head.sync_to.expect("led by the sync");
+        assert_eq!(d.head.first, Some(sync_to + 1), "{:?}", d.head);
+        core.delivered(401, Region::Afr, acked(&core, Region::Afr, d.head.last_lsn));
+        assert_held_bytes_exact(&core);
+        assert!(core.stats(0).links[&Region::Afr].held_bytes < MAX_RELAY_QUEUE_BYTES);
+    }
+
+    #[test]
+    fn held_bytes_follow_acks_go_back_and_renumbering() {
+        let mut core = room();
+        core.report(0, report(Region::Weur, 1));
+        drain(&mut core);
+        for i in 0..5 {
+            core.publish(1, pub_(&format!("\"{}\"", "y".repeat(i * 100))));
+        }
+        let d = deliveries(&drain(&mut core))[0].clone();
+        assert_held_bytes_exact(&core);
+        let all = core.stats(0).links[&Region::Weur].held_bytes;
+        assert!(all > 1000, "{all}");
+        core.delivered(2, Region::Weur, Err(()));
+        assert_held_bytes_exact(&core);
+        assert_eq!(core.stats(0).links[&Region::Weur].held_bytes, all, "go-back moves items, holds the same bytes");
+        core.alarm(2 + REDELIVERY.cap_ms);
+        drain(&mut core);
+        core.delivered(3 + REDELIVERY.cap_ms, Region::Weur, acked(&core, Region::Weur, d.head.first_lsn));
+        assert_held_bytes_exact(&core);
+        assert!(core.stats(0).links[&Region::Weur].held_bytes < all);
+        core.erase(10_000, "e2".into());
+        assert_held_bytes_exact(&core);
+        let reset_only = core.stats(0).links[&Region::Weur].held_bytes;
+        assert_eq!(reset_only, reset_frame("e2", 5).len(), "renumbered: only the reset is held");
     }
 
     #[test]
