@@ -154,6 +154,14 @@ pub struct LinkPub {
     pub eph: bool,
 }
 
+impl LinkPub {
+    /// The bytes it holds beyond its fixed size (`data`, `mid`, `from`),
+    /// for bounding what waits in memory by bytes and not only by count.
+    pub fn payload_bytes(&self) -> usize {
+        self.data.get().len() + self.mid.as_ref().map_or(0, String::len) + self.from.as_ref().map_or(0, String::len)
+    }
+}
+
 impl PartialEq for LinkPub {
     fn eq(&self, o: &Self) -> bool {
         (&self.from, self.data.get(), &self.mid, self.eph) == (&o.from, o.data.get(), &o.mid, o.eph)

@@ -17,8 +17,16 @@ use worker::{console_error, WebSocket};
 
 /// Publishes forwarded to the Room in one call, at most.
 const MAX_PUBLISH_BATCH: usize = 256;
+/// Bytes of publishes in one call to the Room, at most (a single larger
+/// publish goes alone): the call's body and its retries' copies are held
+/// while it is in flight, so 256 maximal publishes (16 MiB) would be too much.
+const MAX_PUBLISH_BATCH_BYTES: usize = 1024 * 1024;
 /// Publishes waiting for the Room before new ones are refused `overloaded`.
 pub(super) const MAX_PENDING_PUBLISHES: usize = 4096;
+/// Bytes of publishes waiting for the Room or in the call to it, past which
+/// new ones are refused `overloaded` like past [`MAX_PENDING_PUBLISHES`]:
+/// the count alone allows 4096 × 64 KiB = 256 MiB.
+pub(super) const MAX_PENDING_PUBLISH_BYTES: usize = 8 * 1024 * 1024;
 
 /// A publish waiting to be forwarded, with the socket its ack goes to.
 pub(super) struct PendingPub {
@@ -59,12 +67,19 @@ impl RelayInner {
                 }
             }
             Inbound::Publish { id, publish } => {
+                let bytes = publish.payload_bytes() + id.map_or(0, |i| i.get().len());
                 let pending = PendingPub { ws: ws.clone(), id: id.map(ToOwned::to_owned), publish };
-                let pushed = self.publishes.borrow_mut().push(pending);
+                let pushed = self.publishes.borrow_mut().push(pending, bytes);
                 match pushed {
                     Pushed::StartSender => self.forward_publishes().await,
                     Pushed::Queued => {}
-                    Pushed::Full => self.refuse(&ws, id, Rejection::new(ErrorCode::Overloaded, "too many publishes waiting; retry")),
+                    Pushed::Full => {
+                        let message = format!(
+                            "too many publishes waiting at this relay ({MAX_PENDING_PUBLISHES}, or {} MiB); retry",
+                            MAX_PENDING_PUBLISH_BYTES >> 20
+                        );
+                        self.refuse(&ws, id, Rejection::new(ErrorCode::Overloaded, message));
+                    }
                 }
             }
         }
@@ -89,13 +104,14 @@ impl RelayInner {
     }
 
     /// Drains the publish queue to the Room, one call at a time; publishes
-    /// that arrive meanwhile ride in the next call. A call whose answer does
+    /// that arrive meanwhile ride in the next call. Each `take` also tells
+    /// the queue the last batch is done, which frees its bytes. A call whose answer does
     /// not come is sent again, same batch id, as the core's retry policy
     /// says: the Room answers a retry with the seqs it already stored, so
     /// publishers get one ack and nothing is stored twice.
     async fn forward_publishes(self: Rc<Self>) {
         loop {
-            let batch = self.publishes.borrow_mut().take(MAX_PUBLISH_BATCH);
+            let batch = self.publishes.borrow_mut().take(MAX_PUBLISH_BATCH, MAX_PUBLISH_BATCH_BYTES);
             if batch.is_empty() {
                 return;
             }

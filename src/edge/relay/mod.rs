@@ -95,7 +95,7 @@ impl DurableObject for Relay {
                 wakeups,
                 config,
                 core: RefCell::new(None),
-                publishes: RefCell::new(SingleFlight::new(inbound::MAX_PENDING_PUBLISHES)),
+                publishes: RefCell::new(SingleFlight::new(inbound::MAX_PENDING_PUBLISHES, inbound::MAX_PENDING_PUBLISH_BYTES)),
                 sse: RefCell::new(Vec::new()),
                 heartbeat_running: Cell::new(false),
                 open_sockets: Cell::new(None),
