@@ -34,6 +34,13 @@ pub struct Config {
     pub pub_rate: u32,
     /// `HERALD_PUB_BURST`: publishes a connection may send at once.
     pub pub_burst: u32,
+    /// `HERALD_HISTORY_RATE`: history reads per second, per connection
+    /// (`history` frames) and per user and room (HTTP). A read costs the
+    /// Room a storage query of up to 1000 rows, far more than a publish.
+    pub history_rate: u32,
+    /// `HERALD_HISTORY_BURST`: history reads allowed at once (a client
+    /// paging back through a full history on connect).
+    pub history_burst: u32,
     /// `HERALD_MAX_CONNECTIONS_PER_RELAY`: past it, connects get 503.
     pub max_connections_per_relay: u32,
     /// `HERALD_MAX_CONNECTIONS_PER_USER`: the most connections one user
@@ -62,6 +69,8 @@ impl Default for Config {
             public_rooms: RoomPatterns::default(),
             pub_rate: 20,
             pub_burst: 40,
+            history_rate: 5,
+            history_burst: 20,
             max_connections_per_relay: 10_000,
             max_connections_per_user: 100,
             max_batch: crate::room::MAX_BATCH_MESSAGES,
@@ -145,6 +154,8 @@ impl Config {
             public_rooms: lookup("HERALD_PUBLIC_ROOMS").map_or(d.public_rooms, |v| RoomPatterns::parse(&v)),
             pub_rate: int("HERALD_PUB_RATE", 1..=100_000, "publishes per second, from 1 to 100000", d.pub_rate.into())? as u32,
             pub_burst: int("HERALD_PUB_BURST", 1..=100_000, "publishes, from 1 to 100000", d.pub_burst.into())? as u32,
+            history_rate: int("HERALD_HISTORY_RATE", 1..=100_000, "reads per second, from 1 to 100000", d.history_rate.into())? as u32,
+            history_burst: int("HERALD_HISTORY_BURST", 1..=100_000, "reads, from 1 to 100000", d.history_burst.into())? as u32,
             max_connections_per_relay: int(
                 "HERALD_MAX_CONNECTIONS_PER_RELAY",
                 1..=1_000_000,
@@ -238,6 +249,8 @@ mod tests {
             ("HERALD_HISTORY_TTL_S", "-5"),
             ("HERALD_DEDUP_WINDOW_S", "1d"),
             ("HERALD_PUB_RATE", "0"),
+            ("HERALD_HISTORY_RATE", "0"),
+            ("HERALD_HISTORY_BURST", "many"),
             ("HERALD_MAX_CONNECTIONS_PER_RELAY", "many"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();

@@ -19,6 +19,11 @@ pub const HDR_USER: &str = "x-herald-user";
 /// Present on an HTTP publish whose token holds `admin` on the room: a
 /// backend, not limited by the per-user publish rate.
 pub const HDR_RATE_EXEMPT: &str = "x-herald-rate-exempt";
+/// The key an HTTP history read is rate limited under at the Room
+/// ([`crate::rate::http_rate_key`]: the user, or the IP of an anonymous
+/// reader). A read without it (a socket's, from its relay, already limited
+/// per connection there) carries [`HDR_RATE_EXEMPT`] instead.
+pub const HDR_RATE_KEY: &str = "x-herald-rate-key";
 /// Header carrying the region on Worker → Relay and Room → Relay calls.
 pub const HDR_REGION: &str = "x-herald-region";
 /// A delivery's [`DeliveryHead`], as JSON.

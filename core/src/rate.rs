@@ -50,6 +50,18 @@ pub struct Buckets {
 /// Most buckets one table holds.
 pub const MAX_BUCKETS: usize = 10_000;
 
+/// The bucket key for a request over HTTP: the token's `sub`, or for an
+/// anonymous request its IP (`cf-connecting-ip`), as
+/// [`crate::relay::user_key`] counts connections. Hashed (SHA-256,
+/// base64url), so it fits a header whatever script the `sub` is in, and a
+/// table of [`MAX_BUCKETS`] keys costs the same however long the `sub`s are.
+pub fn http_rate_key(sub: Option<&str>, ip: Option<&str>) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(crate::relay::user_key(sub, ip).as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+}
+
 impl Buckets {
     /// Takes one token for `key` at `now_ms`; `Err(ms)` says when to retry.
     pub fn take(&mut self, key: &str, now_ms: u64, rate_per_s: u32, burst: u32) -> Result<(), u64> {
@@ -96,6 +108,17 @@ mod tests {
             let _ = t.take(&format!("u{i}"), 1_000_000, 2, 2);
         }
         assert!(t.len() <= MAX_BUCKETS, "{}", t.len());
+    }
+
+    #[test]
+    fn http_rate_keys_are_short_header_safe_and_distinct() {
+        let long = "東".repeat(3000);
+        let keys = [http_rate_key(Some("ana"), None), http_rate_key(None, Some("ana")), http_rate_key(Some(&long), None), http_rate_key(None, None)];
+        for k in &keys {
+            assert!(k.len() == 43 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{k}");
+        }
+        assert_ne!(keys[0], keys[1], "a user and an IP that happen to read alike");
+        assert_eq!(http_rate_key(Some("ana"), Some("10.0.0.1")), keys[0], "a user is one key from any address");
     }
 
     #[test]

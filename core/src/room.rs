@@ -391,6 +391,9 @@ pub struct RoomCore {
     /// HTTP publishes per second and burst, per user.
     http_rate: (u32, u32),
     http_buckets: crate::rate::Buckets,
+    /// HTTP history reads per second and burst, per user (or IP).
+    history_rate: (u32, u32),
+    history_buckets: crate::rate::Buckets,
 }
 
 impl RoomCore {
@@ -428,6 +431,8 @@ impl RoomCore {
             batches: VecDeque::new(),
             http_rate: (20, 40),
             http_buckets: crate::rate::Buckets::default(),
+            history_rate: (5, 20),
+            history_buckets: crate::rate::Buckets::default(),
         };
         match restored {
             Some(r) => {
@@ -477,6 +482,32 @@ impl RoomCore {
         }
         let (rate, burst) = self.http_rate;
         self.http_buckets.take(sub.unwrap_or_default(), now_ms, rate, burst)
+    }
+
+    /// Sets the HTTP history read rate and burst per user
+    /// (`HERALD_HISTORY_RATE`, `HERALD_HISTORY_BURST`, as for a connection).
+    pub fn set_http_history_rate(&mut self, per_second: u32, burst: u32) {
+        self.history_rate = (per_second, burst);
+    }
+
+    /// The HTTP history read rate and burst per user.
+    pub fn http_history_rate(&self) -> (u32, u32) {
+        self.history_rate
+    }
+
+    /// Whether the reader under `key` ([`crate::rate::http_rate_key`]: a
+    /// user, or an anonymous reader's IP) may read history over HTTP at
+    /// `now_ms`; `Err(ms)` says when to retry. Each read is a storage query,
+    /// so one reader in a loop would slow the room for everyone. `exempt`
+    /// is a backend (a token with `admin`) or a socket's read through its
+    /// relay, which limits it per connection. The buckets are apart from
+    /// the publish ones: reading never costs a user a publish.
+    pub fn admit_http_history(&mut self, now_ms: u64, key: &str, exempt: bool) -> Result<(), u64> {
+        if exempt {
+            return Ok(());
+        }
+        let (rate, burst) = self.history_rate;
+        self.history_buckets.take(key, now_ms, rate, burst)
     }
 
     /// Turns on fault injection (tests only; see [`crate::faults`]).
@@ -1456,6 +1487,19 @@ mod tests {
         assert_eq!(core.admit_http_publish(0, Some("a"), false), Err(1000));
         assert!(core.admit_http_publish(0, Some("b"), false).is_ok(), "another user is not affected");
         assert!((0..10).all(|_| core.admit_http_publish(0, Some("a"), true).is_ok()), "admin is exempt");
+    }
+
+    #[test]
+    fn http_history_reads_are_limited_per_reader_apart_from_publishes() {
+        let mut core = room();
+        core.set_http_history_rate(1, 2);
+        assert_eq!(core.http_history_rate(), (1, 2));
+        assert!(core.admit_http_history(0, "a", false).is_ok() && core.admit_http_history(0, "a", false).is_ok());
+        assert_eq!(core.admit_http_history(0, "a", false), Err(1000));
+        assert!(core.admit_http_history(0, "b", false).is_ok(), "another reader is not affected");
+        assert!((0..10).all(|_| core.admit_http_history(0, "a", true).is_ok()), "exempt: admin, or a socket's read");
+        assert!(core.admit_http_publish(0, Some("a"), false).is_ok(), "reading costs no publish");
+        assert!(core.admit_http_history(500, "a", false).is_err() && core.admit_http_history(1_000, "a", false).is_ok());
     }
 
     #[test]

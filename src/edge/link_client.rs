@@ -11,6 +11,14 @@ use herald_core::Region;
 use wasm_bindgen::JsValue;
 use worker::{Env, Method, Request, Response, Result, Stub};
 
+/// How the Room rate-limits an HTTP history read.
+pub enum HistoryRate {
+    /// Under this reader's key ([`herald_core::rate::http_rate_key`]).
+    Key(String),
+    /// Not at all: a backend (its token holds `admin`).
+    Exempt,
+}
+
 /// A Relay's handle on its Room.
 pub struct RoomLink {
     stub: Stub,
@@ -65,10 +73,16 @@ impl RoomLink {
         Ok((head, (text.length() > 0).then(|| JsValue::from(text))))
     }
 
-    /// `GET …/messages`, answered by the Room as the client gets it.
-    pub async fn history(&self, since: u64, limit: u64) -> Result<Response> {
+    /// `GET …/messages`, answered by the Room as the client gets it: the
+    /// messages, or 429 `rate_limited` with `Retry-After`.
+    pub async fn history(&self, since: u64, limit: u64, rate: HistoryRate) -> Result<Response> {
         let url = format!("{}?since={since}&limit={limit}", path::HISTORY);
-        self.stub.fetch_with_request(internal_request(Method::Get, &url, &self.headers(), None)?).await
+        let mut headers = vec![(link::HDR_ROOM, self.room.as_str())];
+        match &rate {
+            HistoryRate::Key(key) => headers.push((link::HDR_RATE_KEY, key.as_str())),
+            HistoryRate::Exempt => headers.push((link::HDR_RATE_EXEMPT, "1")),
+        }
+        self.stub.fetch_with_request(internal_request(Method::Get, &url, &headers, None)?).await
     }
 
     /// `DELETE …/messages`, answered by the Room as the client gets it.
@@ -93,10 +107,17 @@ impl RoomLink {
         self.stub.fetch_with_request(internal_request(Method::Post, path::HTTP_PUBLISH, &headers, Some(body))?).await
     }
 
-    /// A `history` frame for a client, rendered by the Room.
+    /// A `history` frame for a client, rendered by the Room. Exempt from the
+    /// Room's HTTP history rate: the relay limits `history` frames per
+    /// connection before asking.
     pub async fn history_frame(&self, since: u64, limit: u64, id: &str) -> Result<JsValue> {
         let url = format!("{}?since={since}&limit={limit}", path::HISTORY);
-        let headers = [(link::HDR_ROOM, self.room.as_str()), ("x-herald-framed", "1"), ("x-herald-id", id)];
+        let headers = [
+            (link::HDR_ROOM, self.room.as_str()),
+            ("x-herald-framed", "1"),
+            ("x-herald-id", id),
+            (link::HDR_RATE_EXEMPT, "1"),
+        ];
         let req = internal_request(Method::Get, &url, &headers, None)?;
         let resp = self.stub.fetch_with_request(req).await?;
         if resp.status_code() != 200 {

@@ -89,6 +89,7 @@ impl RoomInner {
         core.set_max_batch(config.max_batch);
         core.set_faults(config.faults);
         core.set_http_publish_rate(config.pub_rate, config.pub_burst);
+        core.set_http_history_rate(config.history_rate, config.history_burst);
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }
@@ -170,6 +171,9 @@ impl RoomInner {
                 Ok(resp)
             }
             path::HISTORY => {
+                if let Some(refused) = self.history_over_rate(&req)? {
+                    return Ok(refused);
+                }
                 let q: HistoryParams = req.query()?;
                 let plan = self.with_core(|c| c.read(js::now_ms(), q.since, q.limit))?;
                 let mut messages = storage::range(&self.state.storage().sql(), plan.after, plan.upto, plan.limit + 1)?;
@@ -196,6 +200,26 @@ impl RoomInner {
         // before the answer leaves, so the output gate covers it.
         self.pump()?;
         result
+    }
+
+    /// The 429 for an HTTP history read over its reader's rate, or `None`
+    /// to go on. Reads marked exempt (a backend's, or a socket's through its
+    /// relay, which limits those per connection) always go on; any other
+    /// read without a key is limited under the empty key, so a caller that
+    /// forgets to name the reader is limited rather than free.
+    fn history_over_rate(&self, req: &Request) -> Result<Option<Response>> {
+        let exempt = req.headers().get(link::HDR_RATE_EXEMPT)?.is_some();
+        let key = req.headers().get(link::HDR_RATE_KEY)?.unwrap_or_default();
+        let Err(retry_ms) = self.with_core(|c| c.admit_http_history(js::now_ms(), &key, exempt))? else {
+            return Ok(None);
+        };
+        let (rate, burst) = self.with_core(|c| c.http_history_rate())?;
+        let resp = reject(&Rejection::new(
+            ErrorCode::RateLimited,
+            format!("over {rate} history reads/s (burst {burst}) for this user in this room; retry after the Retry-After seconds"),
+        ))?;
+        resp.headers().set("retry-after", &retry_ms.div_ceil(1000).max(1).to_string())?;
+        Ok(Some(resp))
     }
 
     /// Carries out the core's actions until it has none. Storage writes run

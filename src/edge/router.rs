@@ -4,10 +4,11 @@
 
 use super::http::{json_text, reject, reject_with};
 use super::js;
-use super::link_client::RoomLink;
+use super::link_client::{HistoryRate, RoomLink};
 use herald_core::link::relay_name;
 use herald_core::link::{self, path, LinkPub};
 use herald_core::auth::{authorize, Capability, Grant, Keys};
+use herald_core::rate::http_rate_key;
 use herald_core::{parse_history_bounds, parse_http_publish, validate_room, Config, ErrorCode, Region, Rejection};
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
@@ -53,7 +54,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
                 (Method::Get, ["ws"]) => connect(req, &env, &config, &room, &grant).await,
                 (Method::Get, ["events"]) => events(req, &env, &config, &room, &grant).await,
                 (Method::Post, ["messages"]) => publish(req, &env, &config, &room, &grant).await,
-                (Method::Get, ["messages"]) => history(&req, &env, &room).await,
+                (Method::Get, ["messages"]) => history(&req, &env, &room, &grant).await,
                 (Method::Delete, ["messages"]) => erase(&env, &room).await,
                 (Method::Get, ["stats"]) => stats(&env, &room).await,
                 (_, ["ws"] | ["messages"] | ["stats"] | ["events"]) => {
@@ -217,14 +218,22 @@ fn resume_query(req: &Request) -> std::result::Result<Option<(u64, String)>, Rej
     herald_core::client_frame::parse_resume(get("since").as_deref(), get("epoch").as_deref())
 }
 
-async fn history(req: &Request, env: &Env, room: &str) -> Result<Response> {
+/// `GET …/messages`: limited at the Room per reader (the token's `sub`, or
+/// the IP of an anonymous one) unless the token holds `admin`.
+async fn history(req: &Request, env: &Env, room: &str, grant: &Grant) -> Result<Response> {
     let url = req.url()?;
     let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
     let (since, limit) = match parse_history_bounds(get("since").as_deref(), get("limit").as_deref()) {
         Ok(b) => b,
         Err(r) => return reject(&r),
     };
-    RoomLink::new(env, room)?.history(since, limit).await
+    let rate = if grant.require(Capability::Admin).is_ok() {
+        HistoryRate::Exempt
+    } else {
+        let ip = req.headers().get("cf-connecting-ip")?;
+        HistoryRate::Key(http_rate_key(grant.user.as_deref(), ip.as_deref()))
+    };
+    RoomLink::new(env, room)?.history(since, limit, rate).await
 }
 
 async fn erase(env: &Env, room: &str) -> Result<Response> {

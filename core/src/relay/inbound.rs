@@ -44,10 +44,17 @@ impl<F: Frame> RelayCore<F> {
         }
         match parse_client_frame(text, limits) {
             Ok(ClientFrame::Ping) => Inbound::Pong,
-            Ok(ClientFrame::History(q)) => match grant.require(Capability::History) {
-                Err(r) => self.refusal(now_ms, conn, q.id, r),
-                Ok(()) => Inbound::History { id: q.id, since: q.since, limit: q.limit },
-            },
+            Ok(ClientFrame::History(q)) => {
+                if let Err(r) = grant.require(Capability::History) {
+                    return self.refusal(now_ms, conn, q.id, r);
+                }
+                if !self.allow_history(conn, now_ms) {
+                    let (rate, burst) = self.history_rate;
+                    let message = format!("over {rate} history reads/s (burst {burst}); slow down");
+                    return self.refusal(now_ms, conn, q.id, Rejection::new(ErrorCode::RateLimited, message));
+                }
+                Inbound::History { id: q.id, since: q.since, limit: q.limit }
+            }
             Ok(ClientFrame::Pub(p)) => {
                 if let Err(r) = grant.require(Capability::Pub) {
                     return self.refusal(now_ms, conn, p.id, r);
@@ -112,6 +119,27 @@ mod tests {
         assert!(matches!(r.handle_client_frame(13_000, "c", &expired, "ping", LIMITS, 2), Inbound::Close(CloseCode::TokenExpired)));
         let far = grant(&[Capability::Sub], Some(u64::MAX));
         assert!(matches!(r.handle_client_frame(13_000, "c", &far, "ping", LIMITS, 2), Inbound::Pong), "exp = u64::MAX is the far future");
+    }
+
+    #[test]
+    fn history_reads_are_limited_per_connection_with_the_id() {
+        let mut r = relay();
+        r.set_history_rate(1, 2);
+        let all = grant(&[Capability::Sub, Capability::History], None);
+        let ask = |r: &mut RelayCore<String>, conn: &str, now: u64| match r.handle_client_frame(now, conn, &all, r#"{"t":"history","id":"q"}"#, LIMITS, 2) {
+            Inbound::History { .. } => Ok(()),
+            Inbound::Refuse { id, rejection, close } => Err((id.map(|i| i.get().to_owned()), rejection.code, close)),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((ask(&mut r, "c", 0), ask(&mut r, "c", 0)), (Ok(()), Ok(())), "the burst");
+        assert_eq!(ask(&mut r, "c", 0), Err((Some(r#""q""#.to_owned()), ErrorCode::RateLimited, None)), "refused with its id, socket kept");
+        assert!((0..20).all(|i| ask(&mut r, "c", i).is_err()), "refusals are not strikes: never closed, never admitted");
+        assert_eq!(ask(&mut r, "d", 0), Ok(()), "another connection has its own bucket");
+        assert_eq!(ask(&mut r, "c", 1_000), Ok(()), "one read a second");
+        let publisher = grant(&[Capability::Pub], None);
+        assert!(matches!(r.handle_client_frame(1_000, "c", &publisher, r#"{"t":"pub","data":1}"#, LIMITS, 2), Inbound::Publish { .. }), "publishes have their own bucket");
+        r.closed("c");
+        assert_eq!((ask(&mut r, "c", 1_000), ask(&mut r, "c", 1_000)), (Ok(()), Ok(())), "a new connection starts full");
     }
 
     #[test]

@@ -188,6 +188,9 @@ pub struct RelayCore<F = String> {
     buckets: HashMap<String, TokenBucket>,
     /// Publishes per second and burst per connection.
     publish_rate: (u32, u32),
+    history_buckets: HashMap<String, TokenBucket>,
+    /// `history` reads per second and burst per connection.
+    history_rate: (u32, u32),
     report_in_flight: bool,
     report_wanted: bool,
     resumes: ResumeCounts,
@@ -235,6 +238,8 @@ impl<F: Frame> RelayCore<F> {
             strikes: HashMap::new(),
             buckets: HashMap::new(),
             publish_rate: (20, 40),
+            history_buckets: HashMap::new(),
+            history_rate: (5, 20),
             report_in_flight: false,
             report_wanted: false,
             resumes: ResumeCounts::default(),
@@ -733,10 +738,28 @@ impl<F: Frame> RelayCore<F> {
             .take(now_ms, rate, burst)
     }
 
+    /// Sets the per-connection `history` read rate and burst
+    /// (`HERALD_HISTORY_RATE`, `HERALD_HISTORY_BURST`).
+    pub fn set_history_rate(&mut self, per_second: u32, burst: u32) {
+        self.history_rate = (per_second, burst);
+    }
+
+    /// Whether `conn` may read history at `now_ms`: each read is a storage
+    /// query at the Room, so a socket asking in a loop would cost the Room
+    /// (and every other client of it) far more than a publisher can.
+    pub fn allow_history(&mut self, conn: &str, now_ms: u64) -> bool {
+        let (rate, burst) = self.history_rate;
+        self.history_buckets
+            .entry(conn.to_owned())
+            .or_insert_with(|| TokenBucket::full(burst, now_ms))
+            .take(now_ms, rate, burst)
+    }
+
     /// Forgets a closed connection.
     pub fn closed(&mut self, conn: &str) {
         self.strikes.remove(conn);
         self.buckets.remove(conn);
+        self.history_buckets.remove(conn);
     }
 }
 

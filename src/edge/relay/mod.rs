@@ -184,6 +184,7 @@ impl RelayInner {
         // The construction time numbers the incarnation: it grows.
         let mut core = RelayCore::new(room, region, self.wakeups, js::random_tag(6), js::now_ms());
         core.set_publish_rate(config.pub_rate, config.pub_burst);
+        core.set_history_rate(config.history_rate, config.history_burst);
         core.set_retention(config.retention());
         if let Some(saved) = position::load(&self.state.storage().sql())? {
             core.restore(saved);
