@@ -17,16 +17,20 @@ pub enum CloseCode {
     InternalError,
     /// 4001: the connection's token expired. Refresh the token, reconnect.
     TokenExpired,
+    /// 4002: the client fell further behind than the relay buffers for one
+    /// connection (`HERALD_WS_MAX_BUFFER_BYTES`). Reconnect and resume.
+    TooSlow,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 6] = [
+    pub const ALL: [CloseCode; 7] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
         CloseCode::InternalError,
         CloseCode::TokenExpired,
+        CloseCode::TooSlow,
     ];
 
     pub fn code(self) -> u16 {
@@ -37,6 +41,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => 1009,
             CloseCode::InternalError => 1011,
             CloseCode::TokenExpired => 4001,
+            CloseCode::TooSlow => 4002,
         }
     }
 
@@ -49,6 +54,7 @@ impl CloseCode {
             CloseCode::MessageTooBig => "too many oversized frames",
             CloseCode::InternalError => "internal error",
             CloseCode::TokenExpired => "token expired; refresh it and reconnect",
+            CloseCode::TooSlow => "fell too far behind; reconnect and resume",
         }
     }
 
@@ -71,6 +77,7 @@ mod tests {
         assert!(!CloseCode::reconnect(CloseCode::PolicyViolation.code()));
         assert!(!CloseCode::reconnect(CloseCode::MessageTooBig.code()));
         assert!(CloseCode::reconnect(CloseCode::TokenExpired.code()));
+        assert!(CloseCode::reconnect(CloseCode::TooSlow.code()));
         assert!(!CloseCode::reconnect(4501));
         for c in CloseCode::ALL {
             assert!(c.reason().len() < 123, "close reasons must fit a control frame");

@@ -26,6 +26,12 @@ pub struct Config {
     pub dedup_window_s: u64,
     /// `HERALD_SSE_HEARTBEAT_S`: seconds between heartbeat comments on SSE.
     pub sse_heartbeat_s: u64,
+    /// `HERALD_SSE_MAX_BUFFER_BYTES`: how far (in bytes not yet taken) an
+    /// SSE stream may fall behind before the relay ends it.
+    pub sse_max_buffer_bytes: usize,
+    /// `HERALD_WS_MAX_BUFFER_BYTES`: the most a socket's `bufferedAmount`
+    /// may reach before the relay closes it with 4002.
+    pub ws_max_buffer_bytes: usize,
     /// `HERALD_CLOCK_SKEW_S`: clock difference allowed on token times.
     pub clock_skew_s: u64,
     /// `HERALD_PUBLIC_ROOMS`: rooms anyone may subscribe to without a token.
@@ -65,6 +71,8 @@ impl Default for Config {
             history_ttl_s: 86_400,
             dedup_window_s: 300,
             sse_heartbeat_s: 15,
+            sse_max_buffer_bytes: 4 << 20,
+            ws_max_buffer_bytes: 4 << 20,
             clock_skew_s: 2,
             public_rooms: RoomPatterns::default(),
             pub_rate: 20,
@@ -150,6 +158,18 @@ impl Config {
             history_ttl_s: int("HERALD_HISTORY_TTL_S", 1..=31_536_000, "seconds, from 1 to 31536000", d.history_ttl_s)?,
             dedup_window_s: int("HERALD_DEDUP_WINDOW_S", 0..=86_400, "seconds, from 0 to 86400", d.dedup_window_s)?,
             sse_heartbeat_s: int("HERALD_SSE_HEARTBEAT_S", 1..=300, "seconds, from 1 to 300", d.sse_heartbeat_s)?,
+            sse_max_buffer_bytes: int(
+                "HERALD_SSE_MAX_BUFFER_BYTES",
+                65_536..=268_435_456,
+                "bytes, from 65536 to 268435456",
+                d.sse_max_buffer_bytes as u64,
+            )? as usize,
+            ws_max_buffer_bytes: int(
+                "HERALD_WS_MAX_BUFFER_BYTES",
+                65_536..=268_435_456,
+                "bytes, from 65536 to 268435456",
+                d.ws_max_buffer_bytes as u64,
+            )? as usize,
             clock_skew_s: int("HERALD_CLOCK_SKEW_S", 0..=300, "seconds, from 0 to 300", d.clock_skew_s)?,
             public_rooms: lookup("HERALD_PUBLIC_ROOMS").map_or(d.public_rooms, |v| RoomPatterns::parse(&v)),
             pub_rate: int("HERALD_PUB_RATE", 1..=100_000, "publishes per second, from 1 to 100000", d.pub_rate.into())? as u32,

@@ -14,6 +14,8 @@ pub mod error;
 pub mod faults;
 pub mod history;
 pub mod link;
+pub mod outbox;
+pub mod page;
 pub mod region;
 pub mod relay;
 pub mod room;

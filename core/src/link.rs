@@ -115,6 +115,14 @@ pub struct RelayReport {
     /// `reset` frames the relay sent because a gap was no longer stored.
     #[serde(default)]
     pub resets: u64,
+    /// Sockets and streams closed because their client fell further behind
+    /// than the buffer bound.
+    #[serde(default)]
+    pub slow_closes: u64,
+    /// The most bytes one client's buffer held (a socket's `bufferedAmount`,
+    /// or what an SSE stream had not taken), as the relay saw it.
+    #[serde(default)]
+    pub buffer_peak: u64,
     /// What the relay has fanned out; `None` for a relay that has never
     /// joined and will adopt the Room's position from the join reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +148,8 @@ impl RelayReport {
             recovered_from_room: 0,
             not_recovered: 0,
             resets: 0,
+            slow_closes: 0,
+            buffer_peak: 0,
             position: None,
             incarnation: 0,
             report_seq: 0,

@@ -99,8 +99,9 @@ pub fn welcome_frame(room: &str, conn: &str, region: &str, epoch: &str, seq: u64
 
 /// A history read's answer, `{"epoch":E,"messages":[msg…],"more":bool}`,
 /// or with `"t":"history","id":I` first when it answers a socket frame.
-pub fn history_frame(id: Option<Option<&RawValue>>, epoch: &str, messages: &[Message], more: bool) -> String {
-    let frames: Vec<String> = messages.iter().map(Message::to_frame).collect();
+/// `frames` are the messages' rendered frames ([`Message::to_frame`]), so a
+/// reader can measure them against the page bound before wrapping them.
+pub fn history_frame(id: Option<Option<&RawValue>>, epoch: &str, frames: &[String], more: bool) -> String {
     let list = format!("[{}]", frames.join(","));
     let head = match id {
         None => String::from("{"),
@@ -189,7 +190,7 @@ mod tests {
         assert_eq!(parse(&welcome_frame("r", "c", "oc", "e", 3, Some(false)))["recovered"], false);
         let m = Message { seq: Some(1), ts: 2, from: None, mid: None, data: raw("[1]") };
         assert_eq!(
-            parse(&history_frame(None, "e\"1", std::slice::from_ref(&m), true)),
+            parse(&history_frame(None, "e\"1", &[m.to_frame()], true)),
             json!({"epoch":"e\"1","messages":[{"t":"msg","seq":1,"ts":2,"data":[1],"from":null}],"more":true})
         );
         assert_eq!(

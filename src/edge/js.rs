@@ -14,6 +14,9 @@ extern "C" {
 
     #[wasm_bindgen(method, catch, js_name = send)]
     fn send_value(this: &SendTarget, data: &JsValue) -> Result<(), JsValue>;
+
+    #[wasm_bindgen(method, getter, js_name = bufferedAmount)]
+    fn buffered_amount_value(this: &SendTarget) -> JsValue;
 }
 
 /// Sends one JS string to a socket. A socket that is closing throws; that is
@@ -21,6 +24,19 @@ extern "C" {
 pub fn send_shared(ws: &WebSocket, frame: &JsValue) -> bool {
     let raw: &web_sys_socket::Socket = ws.as_ref();
     raw.unchecked_ref::<SendTarget>().send_value(frame).is_ok()
+}
+
+/// Bytes queued on a socket and not yet handed to the network (0 where the
+/// runtime does not say).
+pub fn buffered_amount(ws: &WebSocket) -> usize {
+    let raw: &web_sys_socket::Socket = ws.as_ref();
+    raw.unchecked_ref::<SendTarget>().buffered_amount_value().as_f64().map_or(0, |n| n.max(0.0) as usize)
+}
+
+/// Whether two handles name the same socket.
+pub fn same_socket(a: &WebSocket, b: &WebSocket) -> bool {
+    let (a, b): (&web_sys_socket::Socket, &web_sys_socket::Socket) = (a.as_ref(), b.as_ref());
+    js_sys::Object::is(a, b)
 }
 
 /// `web_sys::WebSocket` as the `worker` crate re-exports it.

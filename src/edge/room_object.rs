@@ -6,7 +6,7 @@ use super::http::{header, json, json_text, read_json, reject};
 use super::{js, link_client, storage, wakeups};
 use herald_core::link::{self, join_answer, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport};
 use herald_core::room::{Delivery, RoomAction, RoomCore};
-use herald_core::server_frame::{batch_frame, history_frame, Message};
+use herald_core::server_frame::{batch_frame, history_frame};
 use herald_core::{Config, ErrorCode, Rejection};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -158,14 +158,11 @@ impl RoomInner {
                     return reject(&Rejection::new(ErrorCode::Internal, "fault injected: range read failed"));
                 }
                 let mut head = plan.head;
-                let messages = if plan.limit > 0 && plan.upto > head.from {
-                    storage::range(&self.state.storage().sql(), head.from, plan.upto, plan.limit)?
-                } else {
-                    Vec::new()
-                };
-                let frames: Vec<String> = messages.iter().map(Message::to_frame).collect();
-                let body = if frames.is_empty() { String::new() } else { batch_frame(&frames) };
-                head.last = messages.last().and_then(|m| m.seq).unwrap_or(head.from);
+                // One page, bounded in bytes as well as count; the relay
+                // reads again from `head.last` for the rest.
+                let page = storage::read_page(&self.state.storage().sql(), head.from, plan.upto, plan.limit)?;
+                let body = if page.frames.is_empty() { String::new() } else { batch_frame(&page.frames) };
+                head.last = page.last.unwrap_or(head.from);
                 let resp = json_text(body, 200)?;
                 resp.headers().set(link::HDR_RANGE, &serde_json::to_string(&head)?)?;
                 Ok(resp)
@@ -176,15 +173,13 @@ impl RoomInner {
                 }
                 let q: HistoryParams = req.query()?;
                 let plan = self.with_core(|c| c.read(js::now_ms(), q.since, q.limit))?;
-                let mut messages = storage::range(&self.state.storage().sql(), plan.after, plan.upto, plan.limit + 1)?;
-                let more = messages.len() as u64 > plan.limit;
-                messages.truncate(plan.limit as usize);
+                let page = storage::read_page(&self.state.storage().sql(), plan.after, plan.upto, plan.limit)?;
                 let epoch = self.with_core(|c| c.epoch().to_owned())?;
                 let id = req.headers().get("x-herald-id")?;
                 let id_raw = id.as_deref().and_then(|t| serde_json::value::RawValue::from_string(t.to_owned()).ok());
                 let framed = req.headers().has("x-herald-framed")?;
                 let head = framed.then_some(id_raw.as_deref());
-                json_text(history_frame(head, &epoch, &messages, more), 200)
+                json_text(history_frame(head, &epoch, &page.frames, page.more), 200)
             }
             path::ERASE => {
                 let (epoch, seq) = self.with_core(|c| c.erase(js::now_ms(), js::random_tag(12)))?;

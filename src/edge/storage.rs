@@ -4,6 +4,7 @@
 
 use herald_core::history::Prune;
 use herald_core::link::PubOutcome;
+use herald_core::page;
 use herald_core::room::{Meta, Restored, SavedRelay};
 use herald_core::server_frame::Message;
 use herald_core::Region;
@@ -195,8 +196,58 @@ pub fn save_relays(sql: &SqlStorage, table: &[SavedRelay]) -> Result<()> {
     Ok(())
 }
 
+/// One page of stored messages, rendered: at most `limit` of those with
+/// `after < seq <= upto`, in order, and no more bytes than a page holds
+/// (`herald_core::page`). Only the rows of the page are read into memory:
+/// their sizes are asked first.
+pub struct Page {
+    /// The messages' frames, in seq order.
+    pub frames: Vec<String>,
+    /// The seq of the last frame, if any.
+    pub last: Option<u64>,
+    /// Stored messages in range follow the page.
+    pub more: bool,
+}
+
+pub fn read_page(sql: &SqlStorage, after: u64, upto: u64, limit: u64) -> Result<Page> {
+    #[derive(Deserialize)]
+    struct Size {
+        seq: f64,
+        d: f64,
+        s: f64,
+        m: f64,
+    }
+    let empty = Page { frames: Vec::new(), last: None, more: false };
+    if limit == 0 || upto <= after {
+        return Ok(empty);
+    }
+    // `octet_length` reads a text's size from the record header, without
+    // loading the value.
+    let sizes: Vec<Size> = sql
+        .exec(
+            "SELECT seq, octet_length(data) AS d, ifnull(octet_length(sender), 0) AS s, \
+             ifnull(octet_length(mid), 0) AS m FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+            vec![int(after)?, int(upto)?, int(limit.saturating_add(1))?],
+        )?
+        .to_array()?;
+    let sizes: Vec<(u64, usize)> =
+        sizes.iter().map(|r| (r.seq as u64, page::estimate(r.d as usize, r.s as usize, r.m as usize))).collect();
+    let Some((last, mut more)) = page::cut(&sizes, usize::try_from(limit).unwrap_or(usize::MAX)) else {
+        return Ok(empty);
+    };
+    let messages = range(sql, after, last, limit)?;
+    let mut frames: Vec<String> = messages.iter().map(Message::to_frame).collect();
+    let n = page::fit(frames.iter().map(String::len), page::PAGE_FRAME_BYTES);
+    if n < frames.len() {
+        frames.truncate(n);
+        more = true;
+    }
+    let last = messages.get(n.wrapping_sub(1)).and_then(|m| m.seq);
+    Ok(Page { frames, last, more })
+}
+
 /// Stored messages with `after < seq <= upto`, in order, at most `limit`.
-pub fn range(sql: &SqlStorage, after: u64, upto: u64, limit: u64) -> Result<Vec<Message>> {
+fn range(sql: &SqlStorage, after: u64, upto: u64, limit: u64) -> Result<Vec<Message>> {
     #[derive(Deserialize)]
     struct Row {
         seq: f64,

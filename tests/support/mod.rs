@@ -444,6 +444,7 @@ pub struct Client {
     history: Vec<Value>,
     close_code: Option<u16>,
     ended: bool,
+    largest_frame: usize,
 }
 
 impl Client {
@@ -456,6 +457,22 @@ impl Client {
             history: Vec::new(),
             close_code: None,
             ended: false,
+            largest_frame: 0,
+        })
+    }
+
+    /// Connects over a TCP stream the caller set up (e.g. with a small
+    /// receive buffer).
+    pub async fn over(url: &str, stream: TcpStream) -> Result<Client, WsError> {
+        let (ws, _resp) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+        Ok(Client {
+            ws,
+            pending: VecDeque::new(),
+            seen: Vec::new(),
+            history: Vec::new(),
+            close_code: None,
+            ended: false,
+            largest_frame: 0,
         })
     }
 
@@ -593,6 +610,11 @@ impl Client {
     }
 
     /// The close code, if the socket has closed.
+    /// The longest text frame received, in bytes.
+    pub fn largest_frame(&self) -> usize {
+        self.largest_frame
+    }
+
     pub fn close_code(&self) -> Option<u16> {
         self.close_code
     }
@@ -628,7 +650,10 @@ impl Client {
 
     fn absorb(&mut self, item: Option<Result<Message, WsError>>) {
         match item {
-            Some(Ok(Message::Text(t))) => self.push_text(t.as_str()),
+            Some(Ok(Message::Text(t))) => {
+                self.largest_frame = self.largest_frame.max(t.len());
+                self.push_text(t.as_str())
+            }
             Some(Ok(Message::Binary(b))) => match std::str::from_utf8(&b) {
                 Ok(t) => self.push_text(t),
                 Err(_) => self.push(Value::String(format!("<{} binary bytes>", b.len()))),

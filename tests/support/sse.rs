@@ -28,10 +28,22 @@ impl SseStream {
     /// GETs `url` with `headers` and reads the response head. Sends the
     /// admin token unless `headers` has an `authorization` entry (empty: none).
     pub async fn open(url: &str, headers: &[(&str, &str)]) -> std::io::Result<SseStream> {
+        Self::open_with(url, headers, None).await
+    }
+
+    /// Like [`SseStream::open`], with the socket's receive buffer set to
+    /// `recv_buffer` bytes: a client meant to stall then holds little in the
+    /// kernel, so the relay sees it fall behind after a few messages.
+    pub async fn open_with(url: &str, headers: &[(&str, &str)], recv_buffer: Option<u32>) -> std::io::Result<SseStream> {
         let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_owned());
         let rest = url.strip_prefix("http://").ok_or_else(|| bad("only http://"))?;
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let mut stream = TcpStream::connect(authority).await?;
+        let addr = tokio::net::lookup_host(authority).await?.next().ok_or_else(|| bad("no address"))?;
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        if let Some(bytes) = recv_buffer {
+            socket.set_recv_buffer_size(bytes)?;
+        }
+        let mut stream = socket.connect(addr).await?;
         let mut req = format!("GET {} HTTP/1.1\r\nHost: {authority}\r\nAccept: text/event-stream\r\n", if path.is_empty() { "/" } else { path });
         for (k, v) in headers {
             if !v.is_empty() || !k.eq_ignore_ascii_case("authorization") {
@@ -73,6 +85,11 @@ impl SseStream {
         let mut s = SseStream { stream, status, content_type, chunked, raw: Vec::new(), text: String::new(), ended: false };
         s.absorb(&rest);
         Ok(s)
+    }
+
+    /// The server ended the response (as opposed to a read timing out).
+    pub fn ended(&self) -> bool {
+        self.ended
     }
 
     fn absorb(&mut self, bytes: &[u8]) {

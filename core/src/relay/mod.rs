@@ -39,7 +39,7 @@ mod inbound;
 mod window;
 
 pub use inbound::Inbound;
-pub use window::{trim_frame, without_resets, Window, RELAY_WINDOW_MESSAGES};
+pub use window::{trim_frame, without_resets, Window, RELAY_WINDOW_BYTES, RELAY_WINDOW_MESSAGES};
 
 use crate::abuse::Strikes;
 use crate::backoff::{Backoff, Rng};
@@ -78,6 +78,8 @@ pub trait Frame: Clone {
     fn from_text(text: String) -> Self;
     /// The frame's text, when it must be read (trimming, SSE).
     fn text(&self) -> Option<String>;
+    /// Its size in bytes (or close to it), for the window's byte bound.
+    fn size(&self) -> usize;
 }
 
 impl Frame for String {
@@ -86,6 +88,9 @@ impl Frame for String {
     }
     fn text(&self) -> Option<String> {
         Some(self.clone())
+    }
+    fn size(&self) -> usize {
+        self.len()
     }
 }
 
@@ -177,6 +182,8 @@ pub struct RelayCore<F = String> {
     actions: VecDeque<RelayAction<F>>,
     relay_sends: u64,
     resets: u64,
+    slow_closes: u64,
+    buffer_peak: u64,
     wakeups: u64,
     /// Distinguishes this construction's connection ids (and publish batch
     /// ids) from earlier ones.
@@ -230,6 +237,8 @@ impl<F: Frame> RelayCore<F> {
             actions: VecDeque::new(),
             relay_sends: 0,
             resets: 0,
+            slow_closes: 0,
+            buffer_peak: 0,
             wakeups,
             nonce,
             next_conn: 0,
@@ -628,6 +637,11 @@ impl<F: Frame> RelayCore<F> {
         self.retention = retention;
     }
 
+    /// Bounds the window's bytes (see [`window::RELAY_WINDOW_BYTES`]).
+    pub fn set_window_bytes(&mut self, max_bytes: usize) {
+        self.window.set_max_bytes(max_bytes);
+    }
+
     /// How to bring a client of `epoch` that has seen up to `since` level
     /// with this relay's cursor, at `now_ms`. Anything near the retention
     /// bounds goes to the Room, which decides exactly.
@@ -646,6 +660,16 @@ impl<F: Frame> RelayCore<F> {
             Some(frames) if within_count && self.window.newest() == Some(cursor) => Resume::Frames(frames),
             _ => Resume::FromRoom { after: since, upto: cursor },
         }
+    }
+
+    /// Counts a client cut off for falling behind the buffer bound.
+    pub fn slow_closed(&mut self) {
+        self.slow_closes += 1;
+    }
+
+    /// Notes how many bytes one client's buffer held.
+    pub fn saw_buffer(&mut self, bytes: usize) {
+        self.buffer_peak = self.buffer_peak.max(bytes as u64);
     }
 
     /// Counts a finished resume, by where it was served from.
@@ -671,6 +695,8 @@ impl<F: Frame> RelayCore<F> {
             recovered_from_room: self.resumes.from_room,
             not_recovered: self.resumes.refused,
             resets: self.resets,
+            slow_closes: self.slow_closes,
+            buffer_peak: self.buffer_peak,
             position: self.position(),
             incarnation: self.incarnation,
             report_seq: self.report_seq,
@@ -1003,23 +1029,39 @@ mod tests {
 
     #[test]
     fn window_is_contiguous_and_bounded() {
-        let mut w: Window<&str> = Window::default();
-        w.push(1, 3, 100, "a");
-        w.push(4, 4, 200, "b");
-        assert_eq!(w.since(0, 0), Some(vec![("a", None), ("b", None)]));
-        assert_eq!(w.since(2, 0), Some(vec![("a", Some(2)), ("b", None)]));
+        let f = |s: &str| s.to_string();
+        let mut w: Window<String> = Window::default();
+        w.push(1, 3, 100, f("a"));
+        w.push(4, 4, 200, f("b"));
+        assert_eq!(w.since(0, 0), Some(vec![(f("a"), None), (f("b"), None)]));
+        assert_eq!(w.since(2, 0), Some(vec![(f("a"), Some(2)), (f("b"), None)]));
         assert_eq!(w.since(4, 0), Some(vec![]));
         assert_eq!(w.since(2, 150), None, "the frame holding 3 is past the TTL");
-        assert_eq!(w.since(3, 150), Some(vec![("b", None)]));
-        w.push(9, 9, 300, "gap");
+        assert_eq!(w.since(3, 150), Some(vec![(f("b"), None)]));
+        w.push(9, 9, 300, f("gap"));
         assert_eq!(w.since(4, 0), None, "a hole restarts the window");
-        assert_eq!(w.since(8, 0), Some(vec![("gap", None)]));
-        let mut big: Window<u64> = Window::default();
+        assert_eq!(w.since(8, 0), Some(vec![(f("gap"), None)]));
+        let mut big: Window<String> = Window::default();
         for s in 1..=RELAY_WINDOW_MESSAGES + 10 {
-            big.push(s, s, 0, s);
+            big.push(s, s, 0, s.to_string());
         }
         assert_eq!(big.since(5, 0), None);
         assert_eq!(big.since(10, 0).map(|f| f.len()), Some(RELAY_WINDOW_MESSAGES as usize));
+    }
+
+    #[test]
+    fn window_is_bounded_in_bytes() {
+        let mut w: Window<String> = Window::default();
+        let frame = "x".repeat(64 * 1024);
+        for s in 1..=40 {
+            w.push(s, s, 0, frame.clone());
+        }
+        assert_eq!(w.bytes(), 16 * frame.len(), "1 MiB of 64 KiB frames, not 40 of them");
+        assert_eq!(w.since(24, 0).map(|f| f.len()), Some(16));
+        assert_eq!(w.since(23, 0), None, "older frames were let go");
+        w.set_max_bytes(10);
+        w.push(41, 41, 0, frame.clone());
+        assert_eq!(w.bytes(), frame.len(), "the newest frame is always kept");
     }
 
     #[test]

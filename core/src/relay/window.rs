@@ -7,6 +7,9 @@ use std::collections::VecDeque;
 
 /// Stored messages a relay keeps in memory for resuming clients.
 pub const RELAY_WINDOW_MESSAGES: u64 = 512;
+/// Bytes of frames the window keeps, by default: 512 messages of 64 KiB
+/// would otherwise be 32 MiB per relay. The newest frame is always kept.
+pub const RELAY_WINDOW_BYTES: usize = 1 << 20;
 
 /// One delivery frame in the window: its stored seqs, the stamp of its
 /// first message (0 when unknown), and the frame.
@@ -23,26 +26,41 @@ struct Entry<F> {
 pub struct Window<F> {
     entries: VecDeque<Entry<F>>,
     messages: u64,
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl<F> Default for Window<F> {
     fn default() -> Self {
-        Window { entries: VecDeque::new(), messages: 0 }
+        Window { entries: VecDeque::new(), messages: 0, bytes: 0, max_bytes: RELAY_WINDOW_BYTES }
     }
 }
 
-impl<F: Clone> Window<F> {
+impl<F: super::Frame> Window<F> {
+    /// Sets the byte bound (the relay keeps it below what one client may
+    /// have buffered, so a replay from the window never overflows it).
+    pub fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.max_bytes = max_bytes;
+    }
+
+    /// Bytes of frames held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Adds a frame holding stored seqs `first..=last`. A frame that does not
     /// follow on restarts the window, so it never has holes.
     pub fn push(&mut self, first: u64, last: u64, first_ts: u64, frame: F) {
         if self.entries.back().is_some_and(|e| e.last + 1 != first) {
             self.clear();
         }
+        self.bytes += frame.size();
         self.entries.push_back(Entry { first, last, first_ts, frame });
         self.messages += last + 1 - first;
-        while self.messages > RELAY_WINDOW_MESSAGES && self.entries.len() > 1 {
+        while (self.messages > RELAY_WINDOW_MESSAGES || self.bytes > self.max_bytes) && self.entries.len() > 1 {
             if let Some(e) = self.entries.pop_front() {
                 self.messages -= e.last + 1 - e.first;
+                self.bytes = self.bytes.saturating_sub(e.frame.size());
             }
         }
     }
@@ -55,6 +73,7 @@ impl<F: Clone> Window<F> {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.messages = 0;
+        self.bytes = 0;
     }
 
     /// The frames with every message after `after` up to the newest, or

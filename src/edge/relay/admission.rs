@@ -2,20 +2,16 @@
 //! the resume replay, then the connection id and welcome from the core.
 
 use super::attachment::{attachment, Attachment};
+use super::catch_up::{Replay, Target};
 use super::{JsFrame, RelayInner};
 use crate::edge::http::{header, reject};
 use crate::edge::js;
-use herald_core::auth::Grant;
+use herald_core::auth::{Capability, Grant};
 use herald_core::link;
 use herald_core::relay::{trim_frame, user_key, Resume};
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{Request, Response, Result, WebSocketPair};
-
-/// Resume planning rounds: each Room read covers up to the cursor at the
-/// time, and deliveries that land meanwhile are in the window, so this ends
-/// in a step or two.
-const MAX_RESUME_ROUNDS: usize = 8;
 
 /// A client the relay has let in, ready to be attached.
 pub(super) struct Admitted {
@@ -23,16 +19,17 @@ pub(super) struct Admitted {
     /// The key the connection counts under.
     pub key: String,
     pub recovered: Option<bool>,
-    pub replay: Vec<JsValue>,
+    /// What follows the welcome of a recovered resume.
+    pub replay: Option<Replay>,
     pub conn: String,
     pub welcome: String,
 }
 
 impl RelayInner {
-    /// Joins the Room if needed and gathers what a new client must be sent
-    /// after its welcome: `(recovered, replay frames)`, `recovered` being
-    /// `None` when the client did not ask to resume.
-    async fn prepare_client(&self, req: &Request) -> Result<(Option<bool>, Vec<JsValue>)> {
+    /// Joins the Room if needed and starts what a new client must be sent
+    /// after its welcome: `(recovered, replay)`, `recovered` being `None`
+    /// when the client did not ask to resume.
+    async fn prepare_client(&self, req: &Request, grant: &Grant) -> Result<(Option<bool>, Option<Replay>)> {
         self.ensure_core(Some(req))?;
         let resume = resume_request(req)?;
         let open = self.open_connections();
@@ -45,11 +42,12 @@ impl RelayInner {
             self.with_core(|c| c.joined(reply, open_now))?;
         }
         match resume {
-            None => Ok((None, Vec::new())),
+            None => Ok((None, None)),
             Some((since, epoch)) => {
-                let (recovered, replay, used_room) = self.collect_resume(since, &epoch).await?;
-                self.with_core(|c| c.resumed(recovered, used_room))?;
-                Ok((Some(recovered), replay))
+                let may_read_history = grant.caps.has(Capability::History);
+                let (replay, used_room) = self.start_resume(since, epoch, may_read_history).await?;
+                self.with_core(|c| c.resumed(replay.is_some(), used_room))?;
+                Ok((Some(replay.is_some()), replay))
             }
         }
     }
@@ -75,7 +73,7 @@ impl RelayInner {
         if let Err(r) = self.with_core(|c| c.reserve(&key, open, max_relay, max_user)).map_err(Err)? {
             return Err(reject(&r));
         }
-        let prepared = self.prepare_client(req).await;
+        let prepared = self.prepare_client(req, &grant).await;
         let (recovered, replay) = match prepared {
             Ok(p) => p,
             Err(e) => {
@@ -128,49 +126,47 @@ impl RelayInner {
         self.open_sockets.set(self.open_sockets.get().map(|n| n.saturating_add(1)));
         pair.server.serialize_attachment(Attachment::new(conn, &grant, key))?;
         pair.server.send_with_str(&welcome)?;
-        for frame in &replay {
-            js::send_shared(&pair.server, frame);
+        if let Some(replay) = replay {
+            self.start_catch_up(Target::Socket(pair.server.clone()), replay);
         }
         self.schedule_report();
         self.schedule_expiry(&grant).await;
         Response::from_websocket(pair.client)
     }
 
-    /// The frames that bring a client who saw up to `since` in `epoch` level
-    /// with this relay's cursor, from the relay's window where it reaches and
-    /// from the Room's storage where it does not. Returns (recovered, frames,
-    /// whether the Room was read). Ephemeral messages are not replayed.
-    async fn collect_resume(&self, since: u64, epoch: &str) -> Result<(bool, Vec<JsValue>, bool)> {
-        let mut frames = Vec::new();
-        let mut used_room = false;
-        let mut after = since;
-        for _ in 0..MAX_RESUME_ROUNDS {
-            let now = js::now_ms();
-            match self.with_core(|c| c.plan_resume(epoch, after, now))? {
-                Resume::NotRecoverable => return Ok((false, Vec::new(), used_room)),
-                Resume::Frames(window) => {
-                    for (JsFrame(frame), trim) in window {
-                        let kept = frame.as_string().and_then(|f| trim_frame(&f, trim.unwrap_or(0), false));
-                        if let Some(kept) = kept {
-                            frames.push(JsValue::from_str(&kept));
-                        }
-                    }
-                    return Ok((true, frames, used_room));
+    /// Whether a client who saw up to `since` in `epoch` can be brought
+    /// level, and its replay's first step: the relay's window where it
+    /// reaches, else the first page from the Room's storage (the Room's
+    /// answer says whether the rest is still stored). `None` when it cannot
+    /// be; also whether the Room was read. Ephemeral messages are not
+    /// replayed.
+    ///
+    /// A replay from the window is part of the subscription; one from
+    /// storage reads history, so it needs the `history` capability. Without
+    /// it, a resume the window cannot serve is not recovered.
+    async fn start_resume(&self, since: u64, epoch: String, may_read_history: bool) -> Result<(Option<Replay>, bool)> {
+        let now = js::now_ms();
+        match self.with_core(|c| c.plan_resume(&epoch, since, now))? {
+            Resume::NotRecoverable => Ok((None, false)),
+            Resume::Frames(window) => {
+                let frames = window
+                    .into_iter()
+                    .filter_map(|(JsFrame(frame), trim)| {
+                        frame.as_string().and_then(|f| trim_frame(&f, trim.unwrap_or(0), false))
+                    })
+                    .map(|kept| JsValue::from_str(&kept))
+                    .collect();
+                Ok((Some(Replay { epoch, frames, after: None }), false))
+            }
+            Resume::FromRoom { .. } if !may_read_history => Ok((None, false)),
+            Resume::FromRoom { after, upto } => {
+                let (head, frame) = self.room_link()?.range(after, upto, Some(&epoch)).await?;
+                if !head.recovered || head.last <= after {
+                    return Ok((None, true));
                 }
-                Resume::FromRoom { after: from, upto } => {
-                    used_room = true;
-                    let (head, frame) = self.room_link()?.range(from, upto, Some(epoch)).await?;
-                    if !head.recovered || head.last <= after {
-                        return Ok((false, Vec::new(), used_room));
-                    }
-                    if let Some(frame) = frame {
-                        frames.push(frame);
-                    }
-                    after = head.last;
-                }
+                Ok((Some(Replay { epoch, frames: frame.into_iter().collect(), after: Some(head.last) }), true))
             }
         }
-        Ok((false, Vec::new(), used_room))
     }
 }
 

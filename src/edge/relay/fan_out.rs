@@ -8,7 +8,7 @@ use crate::edge::http::json;
 use crate::edge::js;
 use crate::edge::link_client::delivery_head;
 use herald_core::relay::RelayAction;
-use herald_core::sse;
+use herald_core::{sse, CloseCode};
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -87,15 +87,45 @@ impl RelayInner {
 
     /// One JS string to every socket, and its events to every SSE stream.
     /// A socket that is closing throws on `send`, so the sockets reached are
-    /// the open count `open_connections` would find.
+    /// the open count `open_connections` would find (plus those still
+    /// catching up, which are passed by). A socket whose client has left
+    /// more than `HERALD_WS_MAX_BUFFER_BYTES` unread is closed with 4002:
+    /// its client reconnects and resumes, and the relay's memory stays
+    /// bounded.
     fn fan_out(self: &Rc<Self>, frame: &wasm_bindgen::JsValue) {
-        let sent = self.state.get_websockets().iter().filter(|ws| js::send_shared(ws, frame)).count();
-        let _ = self.with_core(|c| c.sent(sent as u64));
-        self.open_sockets.set(Some(u32::try_from(sent).unwrap_or(u32::MAX)));
+        let bound = self.config().map_or(4 << 20, |c| c.ws_max_buffer_bytes);
+        let catching = self.catching_up.borrow();
+        let mut sent = 0u32;
+        let mut peak = 0;
+        let mut slow = 0u64;
+        for ws in self.state.get_websockets() {
+            if !catching.is_empty() && catching.iter().any(|c| js::same_socket(c, &ws)) {
+                continue;
+            }
+            if !js::send_shared(&ws, frame) {
+                continue;
+            }
+            sent += 1;
+            let buffered = js::buffered_amount(&ws);
+            peak = peak.max(buffered);
+            if buffered > bound {
+                let code = CloseCode::TooSlow;
+                let _ = ws.close(Some(code.code()), Some(code.reason()));
+                slow += 1;
+            }
+        }
+        let open = sent.saturating_add(u32::try_from(catching.len()).unwrap_or(u32::MAX));
+        drop(catching);
+        let _ = self.with_core(|c| {
+            c.sent(u64::from(sent));
+            c.saw_buffer(peak);
+            (0..slow).for_each(|_| c.slow_closed());
+        });
+        self.open_sockets.set(Some(open));
         if !self.sse.borrow().is_empty() {
             let epoch = self.with_core(|c| c.epoch().unwrap_or_default().to_owned()).unwrap_or_default();
             if let Some(text) = frame.as_string() {
-                self.write_sse(sse::delivery_events(&text, &epoch).as_bytes());
+                self.write_sse(&sse::delivery_events(&text, &epoch));
             }
         }
     }

@@ -6,12 +6,13 @@
 //! storage.
 //!
 //! One concern per file: `admission` (joining the Room, resuming, welcoming
-//! a client), `inbound` (client frames and publishes), `fan_out` (deliveries
+//! a client), `catch_up` (paced replays), `inbound` (client frames and publishes), `fan_out` (deliveries
 //! and the core's actions), `sse` (event streams), `expiry` (token expiry),
 //! `attachment` and `position` (what survives hibernation).
 
 mod admission;
 mod attachment;
+mod catch_up;
 mod expiry;
 mod fan_out;
 mod inbound;
@@ -46,6 +47,12 @@ impl Frame for JsFrame {
     fn text(&self) -> Option<String> {
         self.0.as_string()
     }
+    /// UTF-16 units, read in JS without a copy: close enough to bytes for
+    /// a bound.
+    fn size(&self) -> usize {
+        use wasm_bindgen::JsCast;
+        self.0.dyn_ref::<js_sys::JsString>().map_or(0, |s| s.length() as usize)
+    }
 }
 
 #[durable_object]
@@ -63,6 +70,9 @@ struct RelayInner {
     /// Open SSE streams. Unlike hibernatable sockets these live in memory,
     /// so an open stream keeps the relay awake.
     sse: RefCell<Vec<sse::SseClient>>,
+    /// Sockets welcomed whose replay is still being read from the Room
+    /// (`catch_up`): the fan-out passes them by until they are level.
+    catching_up: RefCell<Vec<WebSocket>>,
     heartbeat_running: Cell<bool>,
     /// Open hibernatable sockets. Walking `getWebSockets()` on every
     /// admission made connecting N clients O(N²), so the walk happens once
@@ -97,6 +107,7 @@ impl DurableObject for Relay {
                 core: RefCell::new(None),
                 publishes: RefCell::new(SingleFlight::new(inbound::MAX_PENDING_PUBLISHES, inbound::MAX_PENDING_PUBLISH_BYTES)),
                 sse: RefCell::new(Vec::new()),
+                catching_up: RefCell::new(Vec::new()),
                 heartbeat_running: Cell::new(false),
                 open_sockets: Cell::new(None),
                 alarm_at: Cell::new(None),
@@ -186,6 +197,10 @@ impl RelayInner {
         core.set_publish_rate(config.pub_rate, config.pub_burst);
         core.set_history_rate(config.history_rate, config.history_burst);
         core.set_retention(config.retention());
+        // A replay from the window goes out in one step once a client holds
+        // at most half its bound, so the window keeps under the other half.
+        let client_bound = config.sse_max_buffer_bytes.min(config.ws_max_buffer_bytes);
+        core.set_window_bytes(herald_core::relay::RELAY_WINDOW_BYTES.min(client_bound / 2));
         if let Some(saved) = position::load(&self.state.storage().sql())? {
             core.restore(saved);
         }

@@ -2,23 +2,121 @@
 //! events with `id: epoch:seq`, plus heartbeat comments. An open stream
 //! lives in memory and keeps the relay awake; the heartbeat loop ends with
 //! the last stream.
+//!
+//! Each delivery is rendered to SSE text once, and that one buffer
+//! (`Chunk`) is queued on every stream. A stream's [`Outbox`] counts what
+//! its client has not taken yet; a client further behind than
+//! `HERALD_SSE_MAX_BUFFER_BYTES` is cut off, its queue freed at once, and
+//! it reconnects with `Last-Event-ID` and resumes.
 
 use super::admission::Admitted;
+use super::catch_up::Target;
 use super::RelayInner;
 use crate::edge::js;
-use futures::channel::mpsc::{unbounded, UnboundedSender};
+use herald_core::outbox::{Outbox, Pushed};
 use herald_core::server_frame::reset_frame;
 use herald_core::sse;
+use std::cell::RefCell;
+use std::pin::Pin;
 use std::rc::Rc;
-use wasm_bindgen::JsValue;
+use std::task::{Context, Poll, Waker};
 use worker::{Request, Response, Result};
 
-/// One SSE client: the writing end of its response stream.
+/// SSE text shared by every stream it was written to.
+#[derive(Clone)]
+pub(super) struct Chunk(Rc<[u8]>);
+
+impl Chunk {
+    pub fn new(text: &str) -> Self {
+        Chunk(Rc::from(text.as_bytes()))
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Chunk> for Vec<u8> {
+    /// The copy into the JS body happens as the client reads, one chunk at
+    /// a time.
+    fn from(c: Chunk) -> Vec<u8> {
+        c.0.to_vec()
+    }
+}
+
+/// One stream's queue and the waker of the response body reading it.
+#[derive(Default)]
+pub(super) struct StreamOut {
+    outbox: RefCell<Outbox<Chunk>>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl StreamOut {
+    pub fn push(&self, chunk: Chunk, bound: usize) -> Pushed {
+        let pushed = self.outbox.borrow_mut().push(chunk, bound);
+        self.wake();
+        pushed
+    }
+
+    /// Ends the stream once the client has taken what is queued.
+    pub fn close(&self) {
+        self.outbox.borrow_mut().close();
+        self.wake();
+    }
+
+    pub fn unsent(&self) -> usize {
+        self.outbox.borrow().unsent()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.outbox.borrow().is_closed()
+    }
+
+    fn wake(&self) {
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+}
+
+/// The response body: takes chunks as the runtime pulls them.
+struct Body(Rc<StreamOut>);
+
+impl futures::Stream for Body {
+    type Item = std::result::Result<Chunk, worker::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let out = &self.0;
+        if let Some(chunk) = out.outbox.borrow_mut().pop() {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if out.outbox.borrow().finished() {
+            return Poll::Ready(None);
+        }
+        *out.waker.borrow_mut() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Body {
+    /// The client went away (or the stream ended): the next write finds the
+    /// outbox closed and forgets the stream.
+    fn drop(&mut self) {
+        self.0.outbox.borrow_mut().close();
+    }
+}
+
+/// One SSE client.
 pub(super) struct SseClient {
-    tx: UnboundedSender<std::result::Result<Vec<u8>, worker::Error>>,
+    pub out: Rc<StreamOut>,
     exp: Option<u64>,
     /// The key its connection counts under.
     key: String,
+    /// Receives the fan-out. A resuming stream is not live until its
+    /// replay has caught up (`catch_up`).
+    pub live: bool,
 }
 
 impl RelayInner {
@@ -30,43 +128,83 @@ impl RelayInner {
             Err(answer) => return answer,
         };
         let epoch = self.with_core(|c| c.epoch().unwrap_or_default().to_owned())?;
+        let bound = self.config()?.sse_max_buffer_bytes;
         let mut head = String::from(sse::RETRY);
         head.push_str(&sse::event("welcome", &welcome));
         if recovered == Some(false) {
             let seq = self.with_core(|c| c.cursor().unwrap_or(0))?;
             head.push_str(&sse::event("reset", &reset_frame(&epoch, seq)));
         }
-        for frame in replay.iter().filter_map(JsValue::as_string) {
-            head.push_str(&sse::delivery_events(&frame, &epoch));
+        let out = Rc::new(StreamOut::default());
+        out.push(Chunk::new(&head), bound);
+        let live = replay.is_none();
+        self.sse.borrow_mut().push(SseClient { out: Rc::clone(&out), exp: grant.expires_s, key, live });
+        if let Some(replay) = replay {
+            self.start_catch_up(Target::Stream(Rc::clone(&out)), replay);
         }
-        let (tx, rx) = unbounded();
-        tx.unbounded_send(Ok(head.into_bytes())).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        self.sse.borrow_mut().push(SseClient { tx, exp: grant.expires_s, key });
         self.schedule_report();
         self.start_heartbeat();
         let headers = worker::Headers::new();
         headers.set("content-type", "text/event-stream; charset=utf-8")?;
         headers.set("cache-control", "no-store")?;
-        Ok(Response::from_stream(rx)?.with_headers(headers))
+        Ok(Response::from_stream(Body(out))?.with_headers(headers))
     }
 
-    /// Writes `bytes` to every SSE client, forgetting the ones that left and
-    /// ending the streams whose tokens expired.
-    pub(super) fn write_sse(self: &Rc<Self>, bytes: &[u8]) {
+    /// Writes `text` to every live SSE client as one shared chunk,
+    /// forgetting the ones that left, ending the streams whose tokens
+    /// expired, and cutting off the ones too far behind.
+    pub(super) fn write_sse(self: &Rc<Self>, text: &str) {
         let now_s = js::now_ms() / 1000;
-        let Ok(skew) = self.config().map(|c| c.clock_skew_s) else { return };
+        let Ok((skew, bound)) = self.config().map(|c| (c.clock_skew_s, c.sse_max_buffer_bytes)) else { return };
+        let chunk = Chunk::new(text);
         let mut gone = Vec::new();
+        let mut slow = 0;
+        let mut peak = 0;
         self.sse.borrow_mut().retain(|c| {
-            let live = c.exp.is_none_or(|exp| now_s <= exp.saturating_add(skew));
-            let kept = live && c.tx.unbounded_send(Ok(bytes.to_vec())).is_ok();
-            if !kept {
+            if c.out.is_closed() {
                 gone.push(c.key.clone());
+                return false;
             }
-            kept
+            if !c.live {
+                return true;
+            }
+            if c.exp.is_some_and(|exp| now_s > exp.saturating_add(skew)) {
+                c.out.close();
+                gone.push(c.key.clone());
+                return false;
+            }
+            match c.out.push(chunk.clone(), bound) {
+                Pushed::Queued => {
+                    peak = peak.max(c.out.unsent());
+                    true
+                }
+                Pushed::Overflowed => {
+                    slow += 1;
+                    gone.push(c.key.clone());
+                    false
+                }
+                Pushed::Closed => {
+                    gone.push(c.key.clone());
+                    false
+                }
+            }
+        });
+        let _ = self.with_core(|c| {
+            c.saw_buffer(peak);
+            (0..slow).for_each(|_| c.slow_closed());
+            gone.iter().for_each(|key| c.user_left(key));
         });
         if !gone.is_empty() {
-            let _ = self.with_core(|c| gone.iter().for_each(|key| c.user_left(key)));
             self.schedule_report();
+        }
+    }
+
+    /// Marks a caught-up stream live, unless it went away meanwhile.
+    pub(super) fn sse_live(&self, out: &Rc<StreamOut>) {
+        for c in self.sse.borrow_mut().iter_mut() {
+            if Rc::ptr_eq(&c.out, out) {
+                c.live = true;
+            }
         }
     }
 
@@ -80,7 +218,7 @@ impl RelayInner {
         wasm_bindgen_futures::spawn_local(async move {
             loop {
                 worker::Delay::from(std::time::Duration::from_secs(secs)).await;
-                this.write_sse(sse::HEARTBEAT.as_bytes());
+                this.write_sse(sse::HEARTBEAT);
                 if this.sse.borrow().is_empty() {
                     this.heartbeat_running.set(false);
                     return;
