@@ -4,7 +4,7 @@
 use herald_core::{ErrorCode, Rejection};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 use worker::{Headers, Method, Request, RequestInit, Response, Result, Stub};
 
 /// A JSON response with `status`.
@@ -100,6 +100,47 @@ pub async fn js_text(resp: &Response) -> Result<js_sys::JsString> {
 pub async fn read_json<T: DeserializeOwned>(req: &mut Request) -> Result<T> {
     let text = req.text().await?;
     Ok(serde_json::from_str(&text)?)
+}
+
+/// A request body from outside, read as a stream and bounded by `max`
+/// bytes (`herald_core::body`): a declared `Content-Length` over `max` is
+/// refused before anything is read, and any other body is read chunk by
+/// chunk and refused as soon as more than `max` bytes have arrived, so a
+/// body without a length (chunked) is never held past the limit. On a
+/// refusal the stream is cancelled: the rest is not read, and the runtime
+/// knows it never will be (`wrangler dev` otherwise drains an untouched
+/// body before it lets the answer out). `Ok(Err(_))` is the refusal to
+/// answer with [`reject`]; `Err` is the runtime failing. Every route that
+/// reads a client's body reads it here.
+pub async fn read_body_bounded(req: &Request, max: usize) -> Result<std::result::Result<String, Rejection>> {
+    let declared = req.headers().get("content-length")?;
+    let stream = req.inner().body();
+    if let Err(r) = herald_core::body::check_declared_length(declared.as_deref(), max) {
+        if let Some(stream) = stream {
+            // A cancel that fails changes nothing for the answer.
+            let _ = wasm_bindgen_futures::JsFuture::from(stream.cancel()).await;
+        }
+        return Ok(Err(r));
+    }
+    let mut body = herald_core::body::BoundedBody::new(max);
+    let Some(stream) = stream else {
+        return Ok(Ok(body.into_text()));
+    };
+    let reader = worker::web_sys::ReadableStreamDefaultReader::new(&stream)?;
+    loop {
+        let step = wasm_bindgen_futures::JsFuture::from(reader.read()).await?;
+        if js_sys::Reflect::get(&step, &JsValue::from_str("done"))?.is_truthy() {
+            return Ok(Ok(body.into_text()));
+        }
+        let chunk: js_sys::Uint8Array = js_sys::Reflect::get(&step, &JsValue::from_str("value"))?
+            .dyn_into()
+            .map_err(|_| worker::Error::RustError("a request body chunk is not bytes".into()))?;
+        // `fill` gets a slice of exactly `chunk.length()` bytes.
+        if let Err(r) = body.push_with(chunk.length() as usize, |dst| chunk.copy_to(dst)) {
+            let _ = wasm_bindgen_futures::JsFuture::from(reader.cancel()).await;
+            return Ok(Err(r));
+        }
+    }
 }
 
 /// A request header as a string, or an internal error naming it.

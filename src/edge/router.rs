@@ -2,7 +2,7 @@
 //! (bad input costs the origin nothing), picks the client's region, and
 //! routes to the regional Relay or to the Room.
 
-use super::http::{json_text, reject, reject_with};
+use super::http::{json_text, read_body_bounded, reject, reject_with};
 use super::js;
 use super::link_client::{HistoryRate, RoomLink};
 use herald_core::link::relay_name;
@@ -240,19 +240,11 @@ async fn erase(env: &Env, room: &str) -> Result<Response> {
     RoomLink::new(env, room)?.erase().await
 }
 
-async fn publish(mut req: Request, env: &Env, config: &Config, room: &str, grant: &Grant) -> Result<Response> {
-    let declared = req
-        .headers()
-        .get("content-length")?
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    if declared > config.max_frame_bytes {
-        return reject_with(
-            ErrorCode::TooLarge,
-            format!("body is {declared} bytes; the limit is {}", config.max_frame_bytes),
-        );
-    }
-    let body = req.text().await?;
+async fn publish(req: Request, env: &Env, config: &Config, room: &str, grant: &Grant) -> Result<Response> {
+    let body = match read_body_bounded(&req, config.max_frame_bytes).await? {
+        Ok(b) => b,
+        Err(r) => return reject(&r),
+    };
     let p = match parse_http_publish(&body, config.frame_limits()) {
         Ok(p) => p,
         Err(r) => return reject(&r),
