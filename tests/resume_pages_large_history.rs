@@ -6,7 +6,8 @@
 //! then the next live message; no frame or SSE read is larger than
 //! max(1 MiB, the largest message frame + 4 KiB); the Room and both relays
 //! are the same objects before and after (no restart), and `stats` counts
-//! the 20 resumes as served from the Room's storage.
+//! the 20 resumes as served from the Room's storage. A history read over
+//! HTTP is cut to a mebibyte the same way.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -93,6 +94,13 @@ async fn twenty_resumes_from_the_oldest_of_large_messages_are_paged() {
         seqs.push(m["seq"].as_u64().unwrap());
         assert!(seqs.iter().copied().eq(1..=MESSAGES + 1), "stream {i}: {seqs:?}");
     }
+
+    // History over HTTP is paged by bytes the same way.
+    let (status, page) = support::http_json("GET", &format!("{}/v1/rooms/{room}/messages?since=0&limit=100", server.base_url()), None).await;
+    assert_eq!(status, 200);
+    let n = page["messages"].as_array().unwrap().len();
+    assert!(page["more"] == true && n > 1 && n < MESSAGES as usize, "{n} messages, more {}", page["more"]);
+    assert!(page.to_string().len() <= PAGE_BYTES, "a {} byte history page", page.to_string().len());
 
     let after = room_stats_until(&server, &room, T, |s| s["resumes"]["from_room"] == (SOCKETS + STREAMS) as u64).await;
     assert_eq!(after["wakeups"]["room"], before["wakeups"]["room"], "the Room restarted: {after}");

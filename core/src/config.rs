@@ -254,6 +254,8 @@ mod tests {
         assert_eq!(c.default_region, Region::Weur);
         assert!(c.trust_region_param);
         assert_eq!(c.max_frame_bytes, 1024);
+        let b = Config::from_vars(vars(&[("HERALD_SSE_MAX_BUFFER_BYTES", "65536")])).unwrap();
+        assert_eq!((b.sse_max_buffer_bytes, b.ws_max_buffer_bytes), (65_536, 4 << 20));
         let r = Config::from_vars(vars(&[("HERALD_HISTORY_MAX", "5"), ("HERALD_HISTORY_TTL_S", "2")]))
             .unwrap()
             .retention();
@@ -271,6 +273,8 @@ mod tests {
             ("HERALD_PUB_RATE", "0"),
             ("HERALD_HISTORY_RATE", "0"),
             ("HERALD_HISTORY_BURST", "many"),
+            ("HERALD_SSE_MAX_BUFFER_BYTES", "1000"),
+            ("HERALD_WS_MAX_BUFFER_BYTES", "4MiB"),
             ("HERALD_MAX_CONNECTIONS_PER_RELAY", "many"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();

@@ -57,6 +57,10 @@ use std::collections::{HashMap, VecDeque};
 /// a time, so only answers to this relay's own publishes add to it; past
 /// the bound a delivery is answered unapplied and the Room sends it again.
 pub const MAX_PENDING_DELIVERIES: usize = 64;
+/// The same in bytes of frames: 64 deliveries of 512 KiB would be 32 MiB.
+/// A delivery that would pass it is answered unapplied too (one is always
+/// taken when none waits).
+pub const MAX_PENDING_DELIVERY_BYTES: usize = 4 << 20;
 /// Attempts at one publish call, counting the first.
 pub const MAX_PUBLISH_ATTEMPTS: u32 = 4;
 /// Delay before a publish call is tried again, under the same batch id.
@@ -412,7 +416,11 @@ impl<F: Frame> RelayCore<F> {
     /// A delivery from the Room: from a `deliver` call whose answer waits on
     /// `token`, or (`None`) from the answer to this relay's publish.
     pub fn handle_delivery(&mut self, token: Option<u64>, head: DeliveryHead, frame: Option<F>) {
-        if self.pending.len() >= MAX_PENDING_DELIVERIES {
+        let over_bytes = !self.pending.is_empty() && {
+            let held: usize = self.pending.iter().filter_map(|i| i.frame.as_ref()).map(Frame::size).sum();
+            held.saturating_add(frame.as_ref().map_or(0, Frame::size)) > MAX_PENDING_DELIVERY_BYTES
+        };
+        if over_bytes || self.pending.len() >= MAX_PENDING_DELIVERIES {
             if let Some(token) = token {
                 self.actions.push_back(RelayAction::Answer { token });
             }
@@ -899,6 +907,22 @@ mod tests {
         assert_eq!(fanned(&acts).len(), 2, "the last page, then the delivery");
         assert!(acts.contains(&RelayAction::Answer { token: 7 }));
         assert_eq!(r.cursor(), Some(2006));
+    }
+
+    #[test]
+    fn deliveries_waiting_behind_a_repair_are_bounded_in_bytes() {
+        let mut r = joined(1, 5);
+        r.handle_delivery(Some(1), head(10, 9, 9), Some(msgs(9..=9)));
+        assert_eq!(drain(&mut r), vec![RelayAction::ReadRange { after: 5, upto: 8 }]);
+        let big = "x".repeat(1 << 20);
+        for token in 2..=4 {
+            r.handle_delivery(Some(token), head(10 + token, 8 + token, 8 + token), Some(big.clone()));
+            assert_eq!(drain(&mut r), vec![], "{token} waits");
+        }
+        r.handle_delivery(Some(5), head(15, 13, 13), Some(big.clone()));
+        assert_eq!(drain(&mut r), vec![RelayAction::Answer { token: 5 }], "past 4 MiB: answered unapplied at once");
+        r.handle_delivery(Some(6), head(15, 13, 13), Some("small".into()));
+        assert_eq!(drain(&mut r), vec![], "a small one still fits");
     }
 
     #[test]
