@@ -50,15 +50,25 @@ pub struct Buckets {
 /// Most buckets one table holds.
 pub const MAX_BUCKETS: usize = 10_000;
 
+/// The key connections and rate limits are counted under, per user: the token's `sub`, or
+/// for an anonymous reader its IP address (`None` when the runtime gives
+/// none, as locally: all anonymous readers then share one key).
+pub fn user_key(sub: Option<&str>, ip: Option<&str>) -> String {
+    match sub {
+        Some(sub) => format!("u:{sub}"),
+        None => format!("ip:{}", ip.unwrap_or("?")),
+    }
+}
+
 /// The bucket key for a request over HTTP: the token's `sub`, or for an
 /// anonymous request its IP (`cf-connecting-ip`), as
-/// [`crate::relay::user_key`] counts connections. Hashed (SHA-256,
+/// [`user_key`] counts connections. Hashed (SHA-256,
 /// base64url), so it fits a header whatever script the `sub` is in, and a
 /// table of [`MAX_BUCKETS`] keys costs the same however long the `sub`s are.
 pub fn http_rate_key(sub: Option<&str>, ip: Option<&str>) -> String {
     use base64::Engine;
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(crate::relay::user_key(sub, ip).as_bytes());
+    let digest = sha2::Sha256::digest(user_key(sub, ip).as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
 }
 

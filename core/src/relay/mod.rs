@@ -47,6 +47,7 @@ use crate::close_code::CloseCode;
 use crate::config::Retention;
 use crate::error::{ErrorCode, Rejection};
 use crate::link::{DeliveryHead, JoinReply, LinkAck, RangeHead, RelayPosition, RelayReport};
+pub use crate::rate::user_key;
 use crate::rate::TokenBucket;
 use crate::region::Region;
 use crate::server_frame::{reset_frame, welcome_frame};
@@ -65,16 +66,6 @@ pub const MAX_PENDING_DELIVERY_BYTES: usize = 4 << 20;
 pub const MAX_PUBLISH_ATTEMPTS: u32 = 4;
 /// Delay before a publish call is tried again, under the same batch id.
 pub const PUBLISH_RETRY: Backoff = Backoff { base_ms: 100, cap_ms: 1_000 };
-
-/// The key connections are counted under, per user: the token's `sub`, or
-/// for an anonymous reader its IP address (`None` when the runtime gives
-/// none, as locally: all anonymous readers then share one key).
-pub fn user_key(sub: Option<&str>, ip: Option<&str>) -> String {
-    match sub {
-        Some(sub) => format!("u:{sub}"),
-        None => format!("ip:{}", ip.unwrap_or("?")),
-    }
-}
 
 /// How the glue holds a frame: a JS string on wasm (shared by every socket,
 /// so the fan-out and the window cost no copies), a `String` in tests.

@@ -11,7 +11,7 @@
 //! never holds more than a page per resuming client, however far back the
 //! client asks.
 
-use super::sse::{Chunk, StreamOut};
+use super::sse_body::{Chunk, StreamOut};
 use super::{JsFrame, RelayInner};
 use crate::edge::js;
 use herald_core::outbox::Pushed;

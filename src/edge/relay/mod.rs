@@ -7,7 +7,7 @@
 //!
 //! One concern per file: `admission` (joining the Room, resuming, welcoming
 //! a client), `catch_up` (paced replays), `inbound` (client frames and publishes), `fan_out` (deliveries
-//! and the core's actions), `sse` (event streams), `expiry` (token expiry),
+//! and the core's actions), `sse` and `sse_body` (event streams), `expiry` (token expiry),
 //! `attachment` and `position` (what survives hibernation).
 
 mod admission;
@@ -18,6 +18,7 @@ mod fan_out;
 mod inbound;
 mod position;
 mod sse;
+mod sse_body;
 
 use super::link_client::RoomLink;
 use super::{js, wakeups};
