@@ -16,6 +16,7 @@ pub mod faults;
 pub mod history;
 pub mod link;
 pub mod outbox;
+pub mod presence;
 pub mod page;
 pub mod region;
 pub mod relay;
