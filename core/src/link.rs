@@ -119,8 +119,9 @@ pub struct RelayReport {
     /// than the buffer bound.
     #[serde(default)]
     pub slow_closes: u64,
-    /// The most bytes one client's buffer held (a socket's `bufferedAmount`,
-    /// or what an SSE stream had not taken), as the relay saw it.
+    /// The most bytes one client's buffer held in the live fan-out (a
+    /// socket's `bufferedAmount` after a send, or what an SSE stream had not
+    /// taken), as the relay saw it. A replay paces itself separately.
     #[serde(default)]
     pub buffer_peak: u64,
     /// What the relay has fanned out; `None` for a relay that has never

@@ -2,9 +2,9 @@
 //! time.
 //!
 //! A replay that reaches past the relay's window is read from the Room in
-//! pages of at most a mebibyte (`herald_core::page`), each sent as it
-//! arrives, and the next is read only once the client has taken most of
-//! the last one. Meanwhile the client is welcomed but held out of the live
+//! pages of at most a mebibyte (`herald_core::page`), each sent once it
+//! fits in what the client may have buffered, and the next is read only
+//! once the client has taken most of the last one. Meanwhile the client is welcomed but held out of the live
 //! fan-out; deliveries it misses land in the window, and the last step
 //! sends them from there and joins the fan-out with no `await` in between,
 //! so replay and live traffic meet without a gap or a duplicate. The relay
@@ -31,6 +31,12 @@ const DRAIN_PATIENCE_MS: u64 = 30_000;
 /// Attempts at one Room read before the replay gives up (the client is then
 /// closed with a transient code and resumes again).
 const READ_ATTEMPTS: u32 = 3;
+
+/// A JS string's length in UTF-16 units: close enough to bytes for pacing.
+fn js_len(frame: &JsValue) -> usize {
+    use wasm_bindgen::JsCast;
+    frame.dyn_ref::<js_sys::JsString>().map_or(0, |s| s.length() as usize)
+}
 
 /// Where a replay goes.
 pub(super) enum Target {
@@ -155,6 +161,9 @@ impl RelayInner {
                         return self.jump(target, bound);
                     }
                     if let Some(frame) = frame {
+                        if let Some(end) = self.room_for(target, js_len(&frame), bound).await {
+                            return end;
+                        }
                         if let Err(end) = target.send(&frame, &epoch, bound) {
                             return end;
                         }
@@ -178,14 +187,25 @@ impl RelayInner {
     /// Waits until the client holds at most half the bound. `None` when it
     /// does; otherwise how the replay ends.
     async fn drained(&self, target: &Target, bound: usize) -> Option<End> {
+        self.wait_for(target, |backlog| backlog <= bound / 2).await
+    }
+
+    /// Waits until a page of `len` bytes fits within the bound, or the
+    /// client holds nothing (a page larger than a small bound then goes
+    /// alone, as a single large message does).
+    async fn room_for(&self, target: &Target, len: usize, bound: usize) -> Option<End> {
+        // SSE adds an `id:`/`event:` head per message: an eighth is ample.
+        let len = len.saturating_add(len / 8);
+        self.wait_for(target, |backlog| backlog == 0 || backlog.saturating_add(len) <= bound).await
+    }
+
+    async fn wait_for(&self, target: &Target, ready: impl Fn(usize) -> bool) -> Option<End> {
         let started = js::now_ms();
         loop {
             if target.gone() {
                 return Some(End::Gone);
             }
-            let backlog = target.backlog();
-            let _ = self.with_core(|c| c.saw_buffer(backlog));
-            if backlog <= bound / 2 {
+            if ready(target.backlog()) {
                 return None;
             }
             if js::now_ms().saturating_sub(started) > DRAIN_PATIENCE_MS {
