@@ -95,6 +95,51 @@ pub enum ClientFrame<'a> {
     Pub(Publish<'a>),
     /// `{"t":"history","id":I,"since":N,"limit":L}`.
     History(HistoryQuery<'a>),
+    /// `{"t":"presence","id":I,"cursor":S,"limit":L}`: a snapshot page.
+    Presence(PresenceQuery<'a>),
+}
+
+/// A page of the room's members after `cursor`, at most `limit`.
+#[derive(Debug)]
+pub struct PresenceQuery<'a> {
+    pub id: Option<&'a RawValue>,
+    pub cursor: Option<String>,
+    pub limit: u64,
+}
+
+impl PartialEq for PresenceQuery<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        (raw_text(self.id), &self.cursor, self.limit) == (raw_text(o.id), &o.cursor, o.limit)
+    }
+}
+
+/// The longest presence cursor (a user id) accepted.
+pub const MAX_CURSOR_CHARS: usize = 1024;
+
+/// `cursor` and `limit` of a presence snapshot, from the socket frame's
+/// JSON values or the query string: the limit 1 to 1000, 100 by default;
+/// the cursor a string of at most [`MAX_CURSOR_CHARS`].
+pub fn parse_presence_bounds(cursor: Option<&str>, limit: Option<&str>, json: bool) -> Result<(Option<String>, u64), Rejection> {
+    use crate::presence::{DEFAULT_SNAPSHOT_LIMIT, MAX_SNAPSHOT_LIMIT};
+    let limit = match limit {
+        None => DEFAULT_SNAPSHOT_LIMIT,
+        Some(t) => match t.trim().parse::<u64>() {
+            Ok(n) if (1..=MAX_SNAPSHOT_LIMIT).contains(&n) => n,
+            _ => return Err(bad(format!("limit must be an integer from 1 to {MAX_SNAPSHOT_LIMIT}"))),
+        },
+    };
+    let cursor = match cursor {
+        None | Some("null") if json => None,
+        None => None,
+        Some(t) => {
+            let text = if json { serde_json::from_str::<String>(t).map_err(|_| bad("cursor must be a string"))? } else { t.to_owned() };
+            if text.chars().count() > MAX_CURSOR_CHARS {
+                return Err(bad(format!("cursor must be at most {MAX_CURSOR_CHARS} characters")));
+            }
+            Some(text)
+        }
+    };
+    Ok((cursor, limit))
 }
 
 /// A read of stored messages with `seq > since`, at most `limit`.
@@ -170,6 +215,8 @@ struct WireFrame<'a> {
     since: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     limit: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    cursor: Option<&'a RawValue>,
 }
 
 fn bad(message: impl Into<String>) -> Rejection {
@@ -284,6 +331,11 @@ pub fn parse_client_frame(text: &str, limits: FrameLimits) -> Result<ClientFrame
                 parse_history_bounds(wire.since.map(RawValue::get), wire.limit.map(RawValue::get)).map_err(with_id)?;
             Ok(ClientFrame::History(HistoryQuery { id, since, limit }))
         }
+        "presence" => {
+            let (cursor, limit) =
+                parse_presence_bounds(wire.cursor.map(RawValue::get), wire.limit.map(RawValue::get), true).map_err(with_id)?;
+            Ok(ClientFrame::Presence(PresenceQuery { id, cursor, limit }))
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             Err(with_id(bad(format!("unknown frame type {shown:?}"))))
@@ -374,6 +426,19 @@ mod tests {
             parse_http_publish(r#"{"data":{"a":{"b":{"c":{"d":{}}}}}}"#, LIMITS).unwrap_err().code,
             ErrorCode::BadFrame
         );
+    }
+
+    #[test]
+    fn presence_frames() {
+        let ClientFrame::Presence(p) = parse_client_frame(r#"{"t":"presence","id":2}"#, LIMITS).unwrap() else { panic!() };
+        assert_eq!((p.id.map(RawValue::get), p.cursor, p.limit), (Some("2"), None, 100));
+        let ClientFrame::Presence(p) = parse_client_frame(r#"{"t":"presence","cursor":"bo","limit":5}"#, LIMITS).unwrap() else { panic!() };
+        assert_eq!((p.cursor.as_deref(), p.limit), (Some("bo"), 5));
+        for bad in [r#"{"t":"presence","limit":0}"#, r#"{"t":"presence","limit":1001}"#, r#"{"t":"presence","cursor":5}"#] {
+            assert_eq!(parse_client_frame(bad, LIMITS).unwrap_err().rejection.code, ErrorCode::BadFrame, "{bad}");
+        }
+        assert_eq!(parse_presence_bounds(Some("a b"), Some("7"), false).unwrap(), (Some("a b".into()), 7));
+        assert!(parse_presence_bounds(None, Some("x"), false).is_err());
     }
 
     #[test]

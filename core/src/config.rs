@@ -53,6 +53,9 @@ pub struct Config {
     /// (`sub`, or one IP for anonymous readers) may hold on one relay;
     /// past it, connects get 429.
     pub max_connections_per_user: u32,
+    /// `HERALD_PRESENCE_EVENTS_MAX`, `HERALD_PRESENCE_INTERVAL_MS`,
+    /// `HERALD_PRESENCE_GRACE_MS`: see [`crate::presence::PresenceConfig`].
+    pub presence: crate::presence::PresenceConfig,
     /// `HERALD_MAX_BATCH`: most messages per client batch frame.
     pub max_batch: usize,
     /// `HERALD_FAULT_*`: fault injection, honoured only together with
@@ -82,6 +85,7 @@ impl Default for Config {
             max_connections_per_relay: 10_000,
             max_connections_per_user: 100,
             max_batch: crate::room::MAX_BATCH_MESSAGES,
+            presence: crate::presence::PresenceConfig::default(),
             faults: crate::faults::FaultConfig::default(),
         }
     }
@@ -188,6 +192,16 @@ impl Config {
                 "an integer from 1 to 1000000",
                 d.max_connections_per_user.into(),
             )? as u32,
+            presence: crate::presence::PresenceConfig {
+                events_max: int("HERALD_PRESENCE_EVENTS_MAX", 0..=100_000, "members, from 0 to 100000", d.presence.events_max)?,
+                interval_ms: int(
+                    "HERALD_PRESENCE_INTERVAL_MS",
+                    100..=60_000,
+                    "milliseconds, from 100 to 60000",
+                    d.presence.interval_ms,
+                )?,
+                grace_ms: int("HERALD_PRESENCE_GRACE_MS", 0..=60_000, "milliseconds, from 0 to 60000", d.presence.grace_ms)?,
+            },
             max_batch: int("HERALD_MAX_BATCH", 1..=1000, "an integer from 1 to 1000", d.max_batch as u64)? as usize,
         })
     }
@@ -274,6 +288,8 @@ mod tests {
             ("HERALD_HISTORY_RATE", "0"),
             ("HERALD_HISTORY_BURST", "many"),
             ("HERALD_SSE_MAX_BUFFER_BYTES", "1000"),
+            ("HERALD_PRESENCE_INTERVAL_MS", "10"),
+            ("HERALD_PRESENCE_GRACE_MS", "soon"),
             ("HERALD_WS_MAX_BUFFER_BYTES", "4MiB"),
             ("HERALD_MAX_CONNECTIONS_PER_RELAY", "many"),
         ] {

@@ -28,7 +28,7 @@ pub mod single_flight;
 pub mod sse;
 
 pub use client_frame::{
-    parse_client_frame, parse_history_bounds, parse_http_publish, ClientFrame, FrameError, FrameLimits, HistoryQuery,
+    parse_client_frame, parse_history_bounds, parse_http_publish, parse_presence_bounds, ClientFrame, FrameError, FrameLimits, HistoryQuery,
     Publish,
 };
 pub use close_code::CloseCode;

@@ -45,6 +45,10 @@ pub mod path {
     pub const STATS: &str = "/_herald/stats";
     pub const HISTORY: &str = "/_herald/history";
     pub const ERASE: &str = "/_herald/erase";
+    /// Relay → Room: a [`super::PresenceCall`], answered [`super::PresenceAck`].
+    pub const PRESENCE: &str = "/_herald/presence";
+    /// A page of the members: `?cursor=&limit=`.
+    pub const PRESENCE_SNAPSHOT: &str = "/_herald/presence-snapshot";
 }
 
 impl Serialize for Region {
@@ -254,6 +258,31 @@ pub struct DeliveryHead {
     /// The frame starts with this epoch's `reset`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reset: bool,
+    /// A presence frame (never with messages), and who it is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<crate::presence::Audience>,
+}
+
+/// Relay → Room: presence news ([`crate::presence::PresenceReport`]) from
+/// one incarnation of a relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceCall {
+    pub region: Region,
+    /// The relay's incarnation: a new one starts with its whole membership.
+    pub inc: u64,
+    pub report: crate::presence::PresenceReport,
+}
+
+/// Room → Relay: what of a [`PresenceCall`] the Room has applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceAck {
+    /// The whole membership in the call was taken.
+    pub full: bool,
+    /// The next delta number the Room expects.
+    pub next: u64,
+    /// The Room does not know this incarnation's members: send them whole.
+    #[serde(default)]
+    pub need_full: bool,
 }
 
 /// Room → Relay: the answer to a report, which is also how a relay joins.

@@ -44,6 +44,10 @@ fn check(text: &str) {
         Ok(ClientFrame::History(h)) => {
             assert!(h.limit >= 1 && h.limit <= herald_core::client_frame::MAX_HISTORY_LIMIT);
         }
+        Ok(ClientFrame::Presence(p)) => {
+            assert!(p.limit >= 1 && p.limit <= herald_core::presence::MAX_SNAPSHOT_LIMIT);
+            assert!(p.cursor.is_none_or(|c| c.chars().count() <= herald_core::client_frame::MAX_CURSOR_CHARS));
+        }
         Err(e) => {
             assert!(matches!(e.rejection.code, ErrorCode::BadFrame | ErrorCode::TooLarge));
             assert!(!e.rejection.message.is_empty());

@@ -109,6 +109,7 @@ fn relay_step(room: &RoomCore, relay: &mut RelayCore, now: u64) -> Vec<u64> {
                 let resets = items.iter().filter(|i| i["t"] == "reset").count() as u32;
                 GLUE.with(|g| g.borrow_mut().resets += resets);
             }
+            RelayAction::FanOutPresence(..) => panic!("no presence in these scenarios"),
             RelayAction::ReadRange { after, upto } => {
                 let plan = room.range(now, after, upto, None);
                 let mut head = plan.head;
@@ -208,6 +209,8 @@ fn a_batch_retried_after_a_room_restart_is_not_stored_again() {
         index: rows.iter().map(|m| (m.seq.unwrap(), m.ts)).collect(),
         mids: vec![],
         batches: GLUE.with(|g| g.borrow().batches.clone()),
+        presence: vec![],
+        presence_links: vec![],
     };
     let mut second = RoomCore::new("r", Some(restored), "unused".into(), retention, 2);
     room_actions(&mut second);
@@ -375,7 +378,7 @@ fn a_stale_reset_from_an_earlier_room_incarnation_is_not_fanned_out_again() {
 
     // The Room restarts while that reset is in flight.
     let relays = GLUE.with(|g| g.borrow().relays.clone());
-    let restored = Restored { meta, relays, index: vec![], mids: vec![], batches: vec![] };
+    let restored = Restored { meta, relays, index: vec![], mids: vec![], batches: vec![], presence: vec![], presence_links: vec![] };
     let mut room = RoomCore::new("r", Some(restored), "unused".into(), retention, 2);
     let pending = deliveries(&room_actions(&mut room));
     settle(&mut room, &mut relay, pending, 3, 3, 1);
@@ -587,6 +590,7 @@ fn a_range_answer_is_trimmed_to_the_cursor_when_a_join_moved_it_meanwhile() {
         first_ts: 0,
         sync_to: Some(3),
         reset: false,
+        presence: None,
     };
     relay.handle_delivery(Some(1), sync, None);
     assert_eq!(relay.poll_action(), Some(RelayAction::ReadRange { after: 0, upto: 3 }));
@@ -714,6 +718,7 @@ fn an_item_number_ahead_on_an_old_link_does_not_skip_a_new_links_delivery() {
         first_ts: 1,
         sync_to,
         reset: false,
+        presence: None,
     };
     let range = |from, last| RangeHead { epoch: "e".into(), gen: 0, epoch_start: 0, from, last, recovered: true };
     relay.joined(JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq: 0, ack: LinkAck { inc: 1, link: 1, lsn: 0 } }, 0);
@@ -956,6 +961,8 @@ fn a_stale_report_from_before_a_room_restart_does_not_make_it_forget_the_relay()
         index: vec![],
         mids: vec![],
         batches: vec![],
+        presence: vec![],
+        presence_links: vec![],
     };
     let mut room = RoomCore::new("r", Some(restored), "unused".into(), retention, 2);
     // Its sync to the relay is lost; the stale report lands.

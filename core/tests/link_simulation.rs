@@ -643,6 +643,8 @@ impl Sim {
                     self.room.storage.batches.clear();
                 }
                 RoomAction::RememberBatch { id, outcomes, ts } => self.room.storage.batches.push((id, outcomes, ts)),
+                // The simulation has no presence calls.
+                RoomAction::SavePresence { .. } => {}
                 RoomAction::SetAlarm(at) => {
                     self.next_alarm += 1;
                     let n = self.next_alarm;
@@ -790,6 +792,7 @@ impl Sim {
             self.trace(|| format!("  relay {}/{} -> {action:?}", self.relays[r].region, self.relays[r].life));
             match action {
                 RelayAction::FanOut(frame) => self.fan_out(r, &frame),
+                RelayAction::FanOutPresence(..) => panic!("the simulation has no presence"),
                 RelayAction::SavePosition(saved) => self.relays[r].saved = Some(saved),
                 RelayAction::ReadRange { after, upto } => {
                     let life = self.relays[r].life;
@@ -1046,6 +1049,8 @@ impl Sim {
             index: st.messages.iter().map(|(seq, m)| (*seq, m.ts)).collect(),
             mids: st.mids.iter().map(|(mid, (seq, ts))| (mid.clone(), *seq, *ts)).collect(),
             batches: st.batches.iter().map(|(id, outcomes, _)| (id.clone(), outcomes.clone())).collect(),
+            presence: vec![],
+            presence_links: vec![],
         });
         let inc = self.next_inc;
         self.next_inc += 1;

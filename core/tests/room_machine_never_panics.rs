@@ -275,6 +275,7 @@ proptest! {
                         first_ts: 1,
                         sync_to: None,
                         reset: false,
+                        presence: None,
                     };
                     let frame = match kind {
                         0 => msgs(f, l),
@@ -325,6 +326,7 @@ proptest! {
                     }
                     RelayAction::SavePosition(saved) => prop_assert_eq!(Some(saved.cursor), relay.cursor()),
                     RelayAction::Answer { .. } => {}
+                    RelayAction::FanOutPresence(..) => prop_assert!(false, "no presence calls here"),
                 }
             }
             let now_cursor = relay.cursor().unwrap();

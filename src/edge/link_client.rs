@@ -5,7 +5,7 @@
 
 use super::http::{call_json, header, internal_request, js_text, post_for_js_text};
 use herald_core::link::{
-    self, path, DeliveryHead, JoinReply, LinkPub, PublishReply, RangeHead, RelayReport,
+    self, path, DeliveryHead, JoinReply, LinkPub, PresenceAck, PresenceCall, PublishReply, RangeHead, RelayReport,
 };
 use herald_core::Region;
 use wasm_bindgen::JsValue;
@@ -37,6 +37,26 @@ impl RoomLink {
     /// Reports the relay (and joins, when it has no position).
     pub async fn report(&self, report: &RelayReport) -> Result<JoinReply> {
         call_json(&self.stub, path::REPORT, &self.headers(), report).await
+    }
+
+    /// Sends the relay's presence news; the answer says what was applied.
+    pub async fn presence(&self, call: &PresenceCall) -> Result<PresenceAck> {
+        call_json(&self.stub, path::PRESENCE, &self.headers(), call).await
+    }
+
+    /// A page of the room's members, rendered by the Room: as the answer to
+    /// a socket's `presence` frame when `id` is given (the id as JSON text),
+    /// else as the HTTP body.
+    pub async fn presence_snapshot(&self, cursor: Option<&str>, limit: u64, id: Option<&str>) -> Result<Response> {
+        let mut url = format!("{}?limit={limit}", path::PRESENCE_SNAPSHOT);
+        if let Some(cursor) = cursor {
+            url.push_str(&format!("&cursor={}", crate::edge::js::url_encode(cursor)));
+        }
+        let mut headers = vec![(link::HDR_ROOM, self.room.as_str())];
+        if let Some(id) = id {
+            headers.push(("x-herald-id", id));
+        }
+        self.stub.fetch_with_request(internal_request(Method::Get, &url, &headers, None)?).await
     }
 
     /// Forwards a publish batch (already JSON, so a retry sends the same

@@ -58,6 +58,12 @@ impl DurableObject for Room {
 }
 
 #[derive(Deserialize)]
+struct SnapshotQuery {
+    cursor: Option<String>,
+    limit: u64,
+}
+
+#[derive(Deserialize)]
 struct RangeQuery {
     after: u64,
     upto: u64,
@@ -90,6 +96,7 @@ impl RoomInner {
         core.set_faults(config.faults);
         core.set_http_publish_rate(config.pub_rate, config.pub_burst);
         core.set_http_history_rate(config.history_rate, config.history_burst);
+        core.set_presence_config(config.presence);
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }
@@ -181,6 +188,18 @@ impl RoomInner {
                 let head = framed.then_some(id_raw.as_deref());
                 json_text(history_frame(head, &epoch, &page.frames, page.more), 200)
             }
+            path::PRESENCE => {
+                let call: link::PresenceCall = read_json(&mut req).await?;
+                let ack = self.with_core(|c| c.presence_call(js::now_ms(), call))?;
+                json(&ack)
+            }
+            path::PRESENCE_SNAPSHOT => {
+                let q: SnapshotQuery = req.query()?;
+                let limit = usize::try_from(q.limit.clamp(1, herald_core::presence::MAX_SNAPSHOT_LIMIT)).unwrap_or(1);
+                let page = self.with_core(|c| c.presence_snapshot(q.cursor.as_deref(), limit))?;
+                let id = req.headers().get("x-herald-id")?;
+                json_text(herald_core::presence::snapshot_frame(id.as_deref(), &page), 200)
+            }
             path::ERASE => {
                 let (epoch, seq) = self.with_core(|c| c.erase(js::now_ms(), js::random_tag(12)))?;
                 json(&serde_json::json!({"epoch": epoch, "seq": seq}))
@@ -233,6 +252,7 @@ impl RoomInner {
                 RoomAction::Prune(p) => storage::prune(&sql, &p)?,
                 RoomAction::EraseAll => storage::erase_all(&sql)?,
                 RoomAction::RememberBatch { id, outcomes, ts } => storage::remember_batch(&sql, &id, &outcomes, ts)?,
+                RoomAction::SavePresence { changed, links } => storage::save_presence(&sql, &changed, &links)?,
                 RoomAction::SetAlarm(at) => {
                     let storage = self.state.storage();
                     wasm_bindgen_futures::spawn_local(async move {

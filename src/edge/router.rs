@@ -9,7 +9,7 @@ use herald_core::link::relay_name;
 use herald_core::link::{self, path, LinkPub};
 use herald_core::auth::{authorize, Capability, Grant, Keys};
 use herald_core::rate::http_rate_key;
-use herald_core::{parse_history_bounds, parse_http_publish, validate_room, Config, ErrorCode, Region, Rejection};
+use herald_core::{parse_history_bounds, parse_http_publish, parse_presence_bounds, validate_room, Config, ErrorCode, Region, Rejection};
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
 const DEMO_PAGE: &str = include_str!("demo.html");
@@ -35,6 +35,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
                 (Method::Get, ["ws"] | ["events"]) => Some(Capability::Sub),
                 (Method::Post, ["messages"]) => Some(Capability::Pub),
                 (Method::Get, ["messages"]) => Some(Capability::History),
+                (Method::Get, ["presence"]) => Some(Capability::Presence),
                 (Method::Delete, ["messages"]) | (Method::Get, ["stats"]) => Some(Capability::Admin),
                 _ => None,
             };
@@ -57,7 +58,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
                 (Method::Get, ["messages"]) => history(&req, &env, &room, &grant).await,
                 (Method::Delete, ["messages"]) => erase(&env, &room).await,
                 (Method::Get, ["stats"]) => stats(&env, &room).await,
-                (_, ["ws"] | ["messages"] | ["stats"] | ["events"]) => {
+                (Method::Get, ["presence"]) => presence(&req, &env, &room).await,
+                (_, ["ws"] | ["messages"] | ["stats"] | ["events"] | ["presence"]) => {
                     reject_with(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")
                 }
                 _ => reject_with(ErrorCode::NotFound, "no such endpoint"),
@@ -152,6 +154,12 @@ async fn connect(req: Request, env: &Env, config: &Config, room: &str, grant: &G
         Ok(r) => r,
         Err(r) => return reject(&r),
     };
+    let url = req.url()?;
+    if let Some((_, mode)) = url.query_pairs().find(|(k, _)| k == "presence") {
+        if mode != "counts" {
+            return reject(&Rejection::new(ErrorCode::BadFrame, "presence must be \"counts\" (or absent, for every event)"));
+        }
+    }
     to_relay(req, env, config, room, path::CONNECT, resume, grant).await
 }
 
@@ -203,10 +211,15 @@ async fn to_relay(
     headers.delete("authorization")?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
-    let target = match resume {
-        Some((since, epoch)) => format!("{relay_path}?since={since}&epoch={}", js::url_encode(&epoch)),
-        None => relay_path.to_owned(),
-    };
+    let counts_only = req.url()?.query_pairs().any(|(k, v)| k == "presence" && v == "counts");
+    let mut query = Vec::new();
+    if let Some((since, epoch)) = resume {
+        query.push(format!("since={since}&epoch={}", js::url_encode(&epoch)));
+    }
+    if counts_only {
+        query.push(String::from("presence=counts"));
+    }
+    let target = if query.is_empty() { relay_path.to_owned() } else { format!("{relay_path}?{}", query.join("&")) };
     let forwarded = Request::new_with_init(&super::http::internal_url(&target), &init)?;
     stub.fetch_with_request(forwarded).await
 }
@@ -234,6 +247,17 @@ async fn history(req: &Request, env: &Env, room: &str, grant: &Grant) -> Result<
         HistoryRate::Key(http_rate_key(grant.user.as_deref(), ip.as_deref()))
     };
     RoomLink::new(env, room)?.history(since, limit, rate).await
+}
+
+/// `GET …/presence?cursor=&limit=`: a page of the members.
+async fn presence(req: &Request, env: &Env, room: &str) -> Result<Response> {
+    let url = req.url()?;
+    let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let (cursor, limit) = match parse_presence_bounds(get("cursor").as_deref(), get("limit").as_deref(), false) {
+        Ok(b) => b,
+        Err(r) => return reject(&r),
+    };
+    RoomLink::new(env, room)?.presence_snapshot(cursor.as_deref(), limit, None).await
 }
 
 async fn erase(env: &Env, room: &str) -> Result<Response> {

@@ -5,7 +5,8 @@
 use herald_core::history::Prune;
 use herald_core::link::PubOutcome;
 use herald_core::page;
-use herald_core::room::{Meta, Restored, SavedRelay};
+use herald_core::presence::Member;
+use herald_core::room::{Meta, PresenceLink, PresenceRow, Restored, SavedRelay};
 use herald_core::server_frame::Message;
 use herald_core::Region;
 use serde::Deserialize;
@@ -18,6 +19,8 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS relays (region TEXT PRIMARY KEY, connections INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS mids (mid TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, outcomes TEXT NOT NULL, ts INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS presence (user TEXT PRIMARY KEY, info TEXT, region TEXT NOT NULL, relays TEXT NOT NULL, grace_until INTEGER)",
+    "CREATE TABLE IF NOT EXISTS presence_links (region TEXT PRIMARY KEY, inc INTEGER NOT NULL, next INTEGER NOT NULL)",
 ];
 
 /// Columns added after a table first shipped: added where missing.
@@ -108,13 +111,81 @@ pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
     for row in batch_rows.into_iter().rev() {
         batches.push((row.id, serde_json::from_str(&row.outcomes)?));
     }
+    let (presence, presence_links) = load_presence(sql)?;
     Ok(Some(Restored {
         meta,
         relays,
         index: index.into_iter().map(|r| (r.seq as u64, r.ts as u64)).collect(),
         mids: mids.into_iter().map(|r| (r.mid, r.seq as u64, r.ts as u64)).collect(),
         batches,
+        presence,
+        presence_links,
     }))
+}
+
+/// The presence roster's rows and the relays' presence positions. A row
+/// that does not read back (a region no longer known) is left out.
+fn load_presence(sql: &SqlStorage) -> Result<(Vec<PresenceRow>, Vec<PresenceLink>)> {
+    #[derive(Deserialize)]
+    struct Row {
+        user: String,
+        info: Option<String>,
+        region: String,
+        relays: String,
+        grace_until: Option<f64>,
+    }
+    let rows: Vec<Row> = sql.exec("SELECT user, info, region, relays, grace_until FROM presence", None)?.to_array()?;
+    let members = rows
+        .into_iter()
+        .filter_map(|r| {
+            let region = Region::parse(&r.region).ok()?;
+            let relays = r.relays.split(',').filter_map(|g| Region::parse(g).ok()).collect();
+            let member = Member { user: r.user, info: r.info, region };
+            Some((member, relays, r.grace_until.map(|t| t.max(0.0) as u64)))
+        })
+        .collect();
+    #[derive(Deserialize)]
+    struct Link {
+        region: String,
+        inc: f64,
+        next: f64,
+    }
+    let links: Vec<Link> = sql.exec("SELECT region, inc, next FROM presence_links", None)?.to_array()?;
+    let links = links
+        .into_iter()
+        .filter_map(|l| Some((Region::parse(&l.region).ok()?, l.inc.max(0.0) as u64, l.next.max(0.0) as u64)))
+        .collect();
+    Ok((members, links))
+}
+
+/// Writes the presence rows that changed, and the relays' positions.
+pub fn save_presence(sql: &SqlStorage, changed: &[(String, Option<PresenceRow>)], links: &[PresenceLink]) -> Result<()> {
+    for (user, row) in changed {
+        match row {
+            None => {
+                sql.exec("DELETE FROM presence WHERE user = ?", vec![user.as_str().into()])?;
+            }
+            Some((m, relays, grace_until)) => {
+                let relays: Vec<&str> = relays.iter().map(|r| r.as_str()).collect();
+                let grace = match grace_until {
+                    Some(t) => int(*t)?,
+                    None => SqlStorageValue::Null,
+                };
+                sql.exec(
+                    "INSERT OR REPLACE INTO presence (user, info, region, relays, grace_until) VALUES (?, ?, ?, ?, ?)",
+                    vec![m.user.as_str().into(), opt_text(&m.info), m.region.as_str().into(), relays.join(",").into(), grace],
+                )?;
+            }
+        }
+    }
+    sql.exec("DELETE FROM presence_links", None)?;
+    for (region, inc, next) in links {
+        sql.exec(
+            "INSERT INTO presence_links (region, inc, next) VALUES (?, ?, ?)",
+            vec![region.as_str().into(), int(*inc)?, int(*next)?],
+        )?;
+    }
+    Ok(())
 }
 
 fn put_meta(sql: &SqlStorage, key: &str, value: String) -> Result<()> {

@@ -88,14 +88,23 @@ impl LocalPresence {
     }
 
     /// The Room applied the whole membership (when `full` was taken) and the
-    /// deltas before `next`.
-    pub fn acked(&mut self, full: bool, next: u64) {
+    /// deltas before `next`. True when that let go of anything.
+    pub fn acked(&mut self, full: bool, next: u64) -> bool {
+        let mut progress = full && self.full_owed;
         if full {
             self.full_owed = false;
         }
         while self.first_unacked < next && self.unacked.pop_front().is_some() {
             self.first_unacked += 1;
+            progress = true;
         }
+        progress
+    }
+
+    /// The Room asks for the whole membership (it does not know this
+    /// incarnation); the deltas it did not take are in it.
+    pub fn owe_full(&mut self) {
+        self.full_owed = true;
     }
 
     /// Users with a connection here.

@@ -19,11 +19,16 @@ mod local;
 mod roster;
 
 pub use local::{LocalPresence, PresenceReport};
-pub use roster::{Audience, Out, PresenceConfig, Roster, SnapshotPage};
+pub use roster::{Audience, Out, PresenceConfig, PresenceRow, Roster, SnapshotPage};
 
 use crate::region::Region;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// Members in one snapshot page when the request names no limit.
+pub const DEFAULT_SNAPSHOT_LIMIT: u64 = 100;
+/// Most members in one snapshot page.
+pub const MAX_SNAPSHOT_LIMIT: u64 = 1000;
 
 /// A change in one relay's members, as it tells the Room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -38,7 +38,8 @@ impl Default for PresenceConfig {
 }
 
 /// Who a presence frame is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Audience {
     /// Subscribers to per-member events only.
     Full,
@@ -54,6 +55,9 @@ pub struct Out {
     pub audience: Audience,
     pub frame: String,
 }
+
+/// A member's stored row: the member, the relays it is on, its grace.
+pub type PresenceRow = (Member, Vec<Region>, Option<u64>);
 
 /// One page of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +99,8 @@ pub struct Roster {
     /// No counts frame before this.
     next_counts_at: u64,
     out: VecDeque<Out>,
+    /// Members whose stored row is out of date (added, changed or gone).
+    changed: BTreeSet<String>,
 }
 
 impl Roster {
@@ -107,6 +113,7 @@ impl Roster {
             counts_dirty: false,
             next_counts_at: 0,
             out: VecDeque::new(),
+            changed: BTreeSet::new(),
         }
     }
 
@@ -142,12 +149,16 @@ impl Roster {
         if let Some(e) = self.members.get_mut(&user) {
             // Another connection of a member, or a reconnect within grace:
             // no event either way.
-            e.relays.insert(region);
-            e.grace_until = None;
+            let added = e.relays.insert(region);
+            let was_leaving = e.grace_until.take().is_some();
+            if added || was_leaving {
+                self.changed.insert(user);
+            }
             return;
         }
         *self.regions.entry(region).or_default() += 1;
         self.counts_dirty = true;
+        self.changed.insert(user.clone());
         let member = Member { user: user.clone(), info: info.clone(), region };
         self.members.insert(user, Entry { info, region, relays: BTreeSet::from([region]), grace_until: None });
         if self.mode == Mode::PerMember && self.count() > self.config.events_max {
@@ -161,9 +172,12 @@ impl Roster {
     fn leave(&mut self, now: u64, region: Region, user: &str) {
         let grace = self.config.grace_ms;
         if let Some(e) = self.members.get_mut(user) {
-            e.relays.remove(&region);
+            let removed = e.relays.remove(&region);
             if e.relays.is_empty() && e.grace_until.is_none() {
                 e.grace_until = Some(now.saturating_add(grace));
+            }
+            if removed {
+                self.changed.insert(user.to_owned());
             }
         }
     }
@@ -178,6 +192,7 @@ impl Roster {
             .map(|(u, _)| u.clone())
             .collect();
         for user in expired {
+            self.changed.insert(user.clone());
             if let Some(e) = self.members.remove(&user) {
                 if let Some(n) = self.regions.get_mut(&e.region) {
                     *n = n.saturating_sub(1);
@@ -255,7 +270,7 @@ impl Roster {
 
     /// Every member with the relays they are on and their grace, for
     /// storage: what a restarted Room needs to be exact.
-    pub fn saved(&self) -> Vec<(Member, Vec<Region>, Option<u64>)> {
+    pub fn saved(&self) -> Vec<PresenceRow> {
         self.members
             .iter()
             .map(|(user, e)| {
@@ -265,8 +280,23 @@ impl Roster {
             .collect()
     }
 
+    /// The members whose stored row changed since the last call: `Some`
+    /// with the row to write, `None` to delete it.
+    pub fn take_changed(&mut self) -> Vec<(String, Option<PresenceRow>)> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .map(|user| {
+                let row = self.members.get(&user).map(|e| {
+                    let m = Member { user: user.clone(), info: e.info.clone(), region: e.region };
+                    (m, e.relays.iter().copied().collect(), e.grace_until)
+                });
+                (user, row)
+            })
+            .collect()
+    }
+
     /// Restores what [`Roster::saved`] gave.
-    pub fn restore(&mut self, saved: Vec<(Member, Vec<Region>, Option<u64>)>) {
+    pub fn restore(&mut self, saved: Vec<PresenceRow>) {
         for (m, relays, grace_until) in saved {
             *self.regions.entry(m.region).or_default() += 1;
             let entry = Entry { info: m.info, region: m.region, relays: relays.into_iter().collect(), grace_until };

@@ -18,6 +18,8 @@ pub enum Inbound<'a> {
     Pong,
     /// Read `history` for the client (it holds the capability).
     History { id: Option<&'a RawValue>, since: u64, limit: u64 },
+    /// Read a page of the members for the client (it holds `presence`).
+    Presence { id: Option<&'a RawValue>, cursor: Option<String>, limit: u64 },
     /// Forward the publish to the Room; the `ack` goes to `id`.
     Publish { id: Option<&'a RawValue>, publish: LinkPub },
     /// Send `err` with the rejection, then close with `close` if set (the
@@ -54,6 +56,18 @@ impl<F: Frame> RelayCore<F> {
                     return self.refusal(now_ms, conn, q.id, Rejection::new(ErrorCode::RateLimited, message));
                 }
                 Inbound::History { id: q.id, since: q.since, limit: q.limit }
+            }
+            Ok(ClientFrame::Presence(q)) => {
+                if let Err(r) = grant.require(Capability::Presence) {
+                    return self.refusal(now_ms, conn, q.id, r);
+                }
+                // A snapshot is a read at the Room like history: same bucket.
+                if !self.allow_history(conn, now_ms) {
+                    let (rate, burst) = self.history_rate;
+                    let message = format!("over {rate} reads/s (burst {burst}); slow down");
+                    return self.refusal(now_ms, conn, q.id, Rejection::new(ErrorCode::RateLimited, message));
+                }
+                Inbound::Presence { id: q.id, cursor: q.cursor, limit: q.limit }
             }
             Ok(ClientFrame::Pub(p)) => {
                 if let Err(r) = grant.require(Capability::Pub) {

@@ -36,6 +36,7 @@
 //! that hibernated with its sockets still knows where its clients are.
 
 mod inbound;
+mod presence;
 mod window;
 
 pub use inbound::Inbound;
@@ -94,6 +95,8 @@ impl Frame for String {
 pub enum RelayAction<F> {
     /// Send this frame to every open client socket and SSE stream.
     FanOut(F),
+    /// Send this presence frame to the presence subscribers it is for.
+    FanOutPresence(F, crate::presence::Audience),
     /// Read stored messages `after < seq <= upto` from the Room; answer with
     /// [`RelayCore::handle_range`] or [`RelayCore::handle_range_failed`].
     ReadRange { after: u64, upto: u64 },
@@ -200,6 +203,7 @@ pub struct RelayCore<F = String> {
     /// The Room's retention, so the window never vouches for more than the
     /// Room would.
     retention: Retention,
+    presence: presence::PresenceCalls,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -249,6 +253,7 @@ impl<F: Frame> RelayCore<F> {
             resumes: ResumeCounts::default(),
             window: Window::default(),
             retention: Retention::default(),
+            presence: presence::PresenceCalls::default(),
         }
     }
 
@@ -588,7 +593,10 @@ impl<F: Frame> RelayCore<F> {
                         self.actions.push_back(RelayAction::FanOut(kept));
                     }
                 }
-                _ => self.actions.push_back(RelayAction::FanOut(frame.clone())),
+                _ => match h.presence {
+                    Some(audience) => self.actions.push_back(RelayAction::FanOutPresence(frame.clone(), audience)),
+                    None => self.actions.push_back(RelayAction::FanOut(frame.clone())),
+                },
             }
         }
         if let Some(p) = self.position.as_mut() {
@@ -832,6 +840,7 @@ mod tests {
             first_ts: 1,
             sync_to: None,
             reset: false,
+            presence: None,
         }
     }
 

@@ -121,10 +121,19 @@ impl RelayInner {
             Ok(a) => a,
             Err(answer) => return answer,
         };
+        // Counted before this socket is accepted, so it is not counted twice.
+        self.presence_once()?;
         let pair = WebSocketPair::new()?;
-        self.state.accept_web_socket(&pair.server);
+        match presence_tag(req, &grant)? {
+            Some(tag) => self.state.accept_websocket_with_tags(&pair.server, &[tag]),
+            None => self.state.accept_web_socket(&pair.server),
+        }
         self.open_sockets.set(self.open_sockets.get().map(|n| n.saturating_add(1)));
-        pair.server.serialize_attachment(Attachment::new(conn, &grant, key))?;
+        let attachment = Attachment::new(conn, &grant, key);
+        let member = attachment.member().to_owned();
+        pair.server.serialize_attachment(attachment)?;
+        self.with_core(|c| c.member_connected(&member, grant.info.as_deref()))?;
+        self.schedule_presence();
         pair.server.send_with_str(&welcome)?;
         if let Some(replay) = replay {
             self.start_catch_up(Target::Socket(pair.server.clone()), replay);
@@ -169,6 +178,22 @@ impl RelayInner {
         }
     }
 }
+
+/// The hibernation tag that picks which presence frames a socket gets:
+/// [`TAG_PRESENCE`] for per-member events, [`TAG_PRESENCE_COUNTS`] for
+/// `?presence=counts`, none without the `presence` capability.
+fn presence_tag(req: &Request, grant: &Grant) -> Result<Option<&'static str>> {
+    if !grant.caps.has(Capability::Presence) {
+        return Ok(None);
+    }
+    let counts = req.url()?.query_pairs().any(|(k, v)| k == "presence" && v == "counts");
+    Ok(Some(if counts { TAG_PRESENCE_COUNTS } else { TAG_PRESENCE }))
+}
+
+/// Sockets that get `join`/`leave` events (and counts past the maximum).
+pub(super) const TAG_PRESENCE: &str = "presence";
+/// Sockets that get coalesced counts only.
+pub(super) const TAG_PRESENCE_COUNTS: &str = "presence-counts";
 
 /// `?since=N&epoch=E` as the router forwarded it (already validated).
 fn resume_request(req: &Request) -> Result<Option<(u64, String)>> {

@@ -19,6 +19,9 @@ pub struct Attachment {
     /// The key its connection counts under (`herald_core::relay::user_key`).
     #[serde(default)]
     pub key: Option<String>,
+    /// The token's `info` (JSON text), for presence after a wake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
 }
 
 impl Attachment {
@@ -30,7 +33,14 @@ impl Attachment {
             caps: grant.caps,
             exp: grant.expires_s,
             key: Some(key),
+            info: grant.info.clone(),
         }
+    }
+
+    /// Who this connection is in presence: its user, or for an anonymous
+    /// reader the connection itself.
+    pub fn member(&self) -> &str {
+        self.from.as_deref().unwrap_or(&self.conn)
     }
 
     /// The user key, for attachments written before it was stored too.

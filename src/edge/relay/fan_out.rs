@@ -8,6 +8,8 @@ use crate::edge::http::json;
 use crate::edge::js;
 use crate::edge::link_client::delivery_head;
 use herald_core::relay::RelayAction;
+use super::admission::{TAG_PRESENCE, TAG_PRESENCE_COUNTS};
+use herald_core::presence::Audience;
 use herald_core::{sse, CloseCode};
 use std::rc::Rc;
 use wasm_bindgen::JsCast;
@@ -55,6 +57,7 @@ impl RelayInner {
             };
             match action {
                 RelayAction::FanOut(JsFrame(frame)) => self.fan_out(&frame),
+                RelayAction::FanOutPresence(JsFrame(frame), audience) => self.fan_out_presence(&frame, audience),
                 RelayAction::SavePosition(saved) => {
                     if let Err(e) = position::save(&self.state.storage().sql(), &saved) {
                         console_error!("relay: saving the position: {e}");
@@ -80,6 +83,24 @@ impl RelayInner {
                             this.pump();
                         }
                     });
+                }
+            }
+        }
+    }
+
+    /// A presence frame to the sockets that subscribed to it.
+    fn fan_out_presence(&self, frame: &wasm_bindgen::JsValue, audience: Audience) {
+        let tags: &[&str] = match audience {
+            Audience::Full => &[TAG_PRESENCE],
+            Audience::CountsOnly => &[TAG_PRESENCE_COUNTS],
+            Audience::All => &[TAG_PRESENCE, TAG_PRESENCE_COUNTS],
+        };
+        let catching = self.catching_up.borrow();
+        for tag in tags {
+            for ws in self.state.get_websockets_with_tag(tag) {
+                // A socket still replaying history gets presence once live.
+                if catching.is_empty() || !catching.iter().any(|c| js::same_socket(c, &ws)) {
+                    js::send_shared(&ws, frame);
                 }
             }
         }

@@ -13,6 +13,7 @@ use herald_core::single_flight::Pushed;
 use herald_core::{ErrorCode, Rejection};
 use serde_json::value::RawValue;
 use std::rc::Rc;
+use wasm_bindgen::JsValue;
 use worker::{console_error, WebSocket};
 
 /// Publishes forwarded to the Room in one call, at most.
@@ -66,6 +67,12 @@ impl RelayInner {
                     self.refuse(&ws, id, Rejection::new(ErrorCode::Internal, "history read failed; retry"));
                 }
             }
+            Inbound::Presence { id, cursor, limit } => {
+                if let Err(e) = self.presence_snapshot(&ws, id, cursor.as_deref(), limit).await {
+                    console_error!("relay: presence: {e}");
+                    self.refuse(&ws, id, Rejection::new(ErrorCode::Internal, "presence read failed; retry"));
+                }
+            }
             Inbound::Publish { id, publish } => {
                 let bytes = publish.payload_bytes() + id.map_or(0, |i| i.get().len());
                 let pending = PendingPub { ws: ws.clone(), id: id.map(ToOwned::to_owned), publish };
@@ -89,6 +96,17 @@ impl RelayInner {
     async fn history(&self, ws: &WebSocket, id: Option<&RawValue>, since: u64, limit: u64) -> worker::Result<()> {
         let frame = self.room_link()?.history_frame(since, limit, id.map_or("null", RawValue::get)).await?;
         js::send_shared(ws, &frame);
+        Ok(())
+    }
+
+    /// Answers a `presence` frame with a page of the Room's members.
+    async fn presence_snapshot(&self, ws: &WebSocket, id: Option<&RawValue>, cursor: Option<&str>, limit: u64) -> worker::Result<()> {
+        let id = id.map_or("null", RawValue::get);
+        let resp = self.room_link()?.presence_snapshot(cursor, limit, Some(id)).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("presence answered {}", resp.status_code())));
+        }
+        js::send_shared(ws, &JsValue::from(crate::edge::http::js_text(&resp).await?));
         Ok(())
     }
 

@@ -85,6 +85,8 @@ struct RelayInner {
     /// The alarm time this incarnation set or read (ms), so admitting a
     /// client with an expiring token does not read storage every time.
     alarm_at: Cell<Option<i64>>,
+    /// Sockets already forgotten (an error can be followed by a close).
+    forgotten: RefCell<std::collections::VecDeque<String>>,
     /// `deliver` calls waiting for the core to say they are done, by token.
     answers: RefCell<HashMap<u64, futures::channel::oneshot::Sender<()>>>,
     next_token: Cell<u64>,
@@ -112,6 +114,7 @@ impl DurableObject for Relay {
                 heartbeat_running: Cell::new(false),
                 open_sockets: Cell::new(None),
                 alarm_at: Cell::new(None),
+                forgotten: RefCell::new(std::collections::VecDeque::new()),
                 answers: RefCell::new(HashMap::new()),
                 next_token: Cell::new(0),
             }),
@@ -239,12 +242,69 @@ impl RelayInner {
             return;
         }
         if let Some(a) = attachment(ws) {
+            // An error may be followed by a close for the same socket: only
+            // the first counts.
+            let mut forgotten = self.forgotten.borrow_mut();
+            if forgotten.contains(&a.conn) {
+                return;
+            }
+            if forgotten.len() >= 1024 {
+                forgotten.pop_front();
+            }
+            forgotten.push_back(a.conn.clone());
+            drop(forgotten);
+            let _ = self.presence_once();
             let _ = self.with_core(|c| {
                 c.closed(&a.conn);
                 c.user_left(&a.user_key());
+                c.member_left(a.member());
             });
         }
         self.schedule_report();
+        self.schedule_presence();
+    }
+
+    /// Counts the members of the sockets this object woke with, once. SSE
+    /// streams do not survive a wake (they keep the object awake), so
+    /// sockets are all there is.
+    fn presence_once(&self) -> Result<()> {
+        if self.with_core(|c| c.presence_ready())? {
+            return Ok(());
+        }
+        let members: Vec<(String, Option<String>)> = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter(|ws| js::is_open(ws))
+            .filter_map(|ws| attachment(ws).map(|a| (a.member().to_owned(), a.info.clone())))
+            .collect();
+        self.with_core(|c| c.presence_rebuilt(members))
+    }
+
+    /// Sends the relay's presence news to the Room, one call at a time,
+    /// until it owes nothing; after a failure it waits (jittered, up to
+    /// 4 s) and tries again.
+    fn schedule_presence(self: &Rc<Self>) {
+        let Ok(Some(first)) = self.with_core(|c| c.presence_call()) else { return };
+        let this = Rc::clone(self);
+        wasm_bindgen_futures::spawn_local(async move {
+            let mut call = Some(first);
+            while let Some(c) = call.take() {
+                let answer = async { this.room_link()?.presence(&c).await }.await;
+                let failures = match answer {
+                    Ok(ack) => this.with_core(|core| core.presence_answered(Some(ack))).unwrap_or(0),
+                    Err(e) => {
+                        console_error!("relay: presence call failed: {e}");
+                        this.with_core(|core| core.presence_answered(None)).unwrap_or(1)
+                    }
+                };
+                if failures > 0 {
+                    let delay = herald_core::room::REDELIVERY.delay(failures, &mut herald_core::backoff::Rng::new(js::now_ms()));
+                    worker::Delay::from(std::time::Duration::from_millis(delay)).await;
+                }
+                call = this.with_core(|core| core.presence_call()).ok().flatten();
+            }
+        });
     }
 
     /// Tells the Room this relay's connection count, coalescing changes that

@@ -25,6 +25,8 @@ pub(super) struct SseClient {
     exp: Option<u64>,
     /// The key its connection counts under.
     key: String,
+    /// Who it is in presence.
+    member: String,
     /// Receives the fan-out. A resuming stream is not live until its
     /// replay has caught up (`catch_up`).
     pub live: bool,
@@ -34,7 +36,7 @@ impl RelayInner {
     /// An SSE stream: `welcome`, then `reset` if a resume was refused, the
     /// replay, and live events.
     pub(super) async fn events(self: Rc<Self>, req: &Request) -> Result<Response> {
-        let Admitted { grant, key, recovered, replay, welcome, .. } = match self.admit_client(req).await {
+        let Admitted { grant, key, recovered, replay, welcome, conn } = match self.admit_client(req).await {
             Ok(a) => a,
             Err(answer) => return answer,
         };
@@ -49,7 +51,12 @@ impl RelayInner {
         let out = Rc::new(StreamOut::default());
         out.push(Chunk::new(&head), bound);
         let live = replay.is_none();
-        self.sse.borrow_mut().push(SseClient { out: Rc::clone(&out), exp: grant.expires_s, key, live });
+        // A stream is a member too: its user, or itself when anonymous.
+        let member = grant.user.clone().unwrap_or(conn);
+        self.presence_once()?;
+        self.with_core(|c| c.member_connected(&member, grant.info.as_deref()))?;
+        self.schedule_presence();
+        self.sse.borrow_mut().push(SseClient { out: Rc::clone(&out), exp: grant.expires_s, key, member, live });
         if let Some(replay) = replay {
             self.start_catch_up(Target::Stream(Rc::clone(&out)), replay);
         }
@@ -68,12 +75,12 @@ impl RelayInner {
         let now_s = js::now_ms() / 1000;
         let Ok((skew, bound)) = self.config().map(|c| (c.clock_skew_s, c.sse_max_buffer_bytes)) else { return };
         let chunk = Chunk::new(text);
-        let mut gone = Vec::new();
+        let mut gone: Vec<(String, String)> = Vec::new();
         let mut slow = 0;
         let mut peak = 0;
         self.sse.borrow_mut().retain(|c| {
             if c.out.is_closed() {
-                gone.push(c.key.clone());
+                gone.push((c.key.clone(), c.member.clone()));
                 return false;
             }
             if !c.live {
@@ -81,7 +88,7 @@ impl RelayInner {
             }
             if c.exp.is_some_and(|exp| now_s > exp.saturating_add(skew)) {
                 c.out.close();
-                gone.push(c.key.clone());
+                gone.push((c.key.clone(), c.member.clone()));
                 return false;
             }
             match c.out.push(chunk.clone(), bound) {
@@ -91,11 +98,11 @@ impl RelayInner {
                 }
                 Pushed::Overflowed => {
                     slow += 1;
-                    gone.push(c.key.clone());
+                    gone.push((c.key.clone(), c.member.clone()));
                     false
                 }
                 Pushed::Closed => {
-                    gone.push(c.key.clone());
+                    gone.push((c.key.clone(), c.member.clone()));
                     false
                 }
             }
@@ -103,10 +110,14 @@ impl RelayInner {
         let _ = self.with_core(|c| {
             c.saw_buffer(peak);
             (0..slow).for_each(|_| c.slow_closed());
-            gone.iter().for_each(|key| c.user_left(key));
+            for (key, member) in &gone {
+                c.user_left(key);
+                c.member_left(member);
+            }
         });
         if !gone.is_empty() {
             self.schedule_report();
+            self.schedule_presence();
         }
     }
 

@@ -34,6 +34,10 @@
 //! carries the relay's incarnation and a counter, and an older one than the
 //! last applied is ignored.
 
+mod presence;
+
+pub use presence::{PresenceLink, PresenceRow};
+
 use crate::backoff::{Backoff, Rng};
 use crate::config::Retention;
 use crate::faults::{FaultConfig, FaultStats, Faults};
@@ -107,6 +111,9 @@ pub struct Restored {
     pub mids: Vec<(String, u64, u64)>,
     /// The most recent publish batches as (id, outcomes), oldest first.
     pub batches: Vec<(String, Vec<PubOutcome>)>,
+    /// The presence roster's rows, and each relay's presence position.
+    pub presence: Vec<PresenceRow>,
+    pub presence_links: Vec<PresenceLink>,
 }
 
 /// Work for the glue to carry out, in order.
@@ -130,6 +137,9 @@ pub enum RoomAction {
     /// Remember a relay's publish batch and its outcomes, stamped `ts`
     /// (forgotten with the `mid`s, by [`Prune::mids_before_ts`]).
     RememberBatch { id: String, outcomes: Vec<PubOutcome>, ts: u64 },
+    /// Write these presence rows (`None`: delete the member's row), and
+    /// replace the relays' presence positions.
+    SavePresence { changed: Vec<(String, Option<PresenceRow>)>, links: Vec<PresenceLink> },
 }
 
 /// Which stored messages a history read returns: `after < seq <= upto`, at
@@ -164,6 +174,8 @@ pub struct Delivery {
 enum Kind {
     Msg,
     Reset,
+    /// A presence frame, for these subscribers.
+    Presence(crate::presence::Audience),
     /// "Be level with this seq", for one relay only.
     Sync(u64),
 }
@@ -176,6 +188,15 @@ struct Queued {
     seq: Option<u64>,
     ts: u64,
     frame: String,
+}
+
+/// A presence item's audience; `None` for everything else. Items batch only
+/// with items of the same answer.
+fn presence_of(kind: Kind) -> Option<crate::presence::Audience> {
+    match kind {
+        Kind::Presence(audience) => Some(audience),
+        _ => None,
+    }
 }
 
 /// An item as one link holds it: its link sequence number and the item.
@@ -394,6 +415,10 @@ pub struct RoomCore {
     /// HTTP history reads per second and burst, per user (or IP).
     history_rate: (u32, u32),
     history_buckets: crate::rate::Buckets,
+    roster: crate::presence::Roster,
+    /// Per relay: the incarnation presence deltas are numbered in, and the
+    /// next number expected.
+    presence_links: BTreeMap<Region, (u64, u64)>,
 }
 
 impl RoomCore {
@@ -433,12 +458,16 @@ impl RoomCore {
             http_buckets: crate::rate::Buckets::default(),
             history_rate: (5, 20),
             history_buckets: crate::rate::Buckets::default(),
+            roster: crate::presence::Roster::new(crate::presence::PresenceConfig::default()),
+            presence_links: BTreeMap::new(),
         };
         match restored {
             Some(r) => {
                 core.meta = r.meta;
                 core.history = History::new(retention, r.index, r.mids);
                 core.batches = r.batches.into_iter().rev().take(REMEMBERED_BATCHES).rev().collect();
+                core.roster.restore(r.presence);
+                core.presence_links = r.presence_links.into_iter().map(|(region, inc, next)| (region, (inc, next))).collect();
                 // What was queued for these relays died with the last
                 // incarnation: each is told to bring itself level.
                 for saved in r.relays {
@@ -454,6 +483,14 @@ impl RoomCore {
             None => core.actions.push_back(RoomAction::SaveMeta(fresh)),
         }
         core
+    }
+
+    /// Sets how presence is told (`HERALD_PRESENCE_*`). Call before any
+    /// presence call: the roster starts again empty.
+    pub fn set_presence_config(&mut self, config: crate::presence::PresenceConfig) {
+        let rows = self.roster.saved();
+        self.roster = crate::presence::Roster::new(config);
+        self.roster.restore(rows);
     }
 
     /// Sets the most messages per delivery (at least 1).
@@ -648,7 +685,8 @@ impl RoomCore {
         let soonest = now + 1;
         let prune = self.history.next_deadline(now).map(|due| due.max(now + prune_gap).max(soonest));
         let link = self.relays.values().filter_map(RelayLink::deadline).filter(|&d| d > now).min();
-        let Some(due) = [prune, link].into_iter().flatten().min() else { return };
+        let presence = self.presence_deadline().map(|due| due.max(soonest));
+        let Some(due) = [prune, link, presence].into_iter().flatten().min() else { return };
         if self.alarm_at.is_none_or(|at| due < at || at <= now) {
             self.alarm_at = Some(due);
             self.actions.push_back(RoomAction::SetAlarm(due));
@@ -663,6 +701,7 @@ impl RoomCore {
         if let Some(prune) = self.history.prune(now_ms, self.meta.seq) {
             self.actions.push_back(RoomAction::Prune(prune));
         }
+        self.presence_tick();
         self.schedule_alarm(MIN_ALARM_GAP_MS);
     }
 
@@ -786,6 +825,7 @@ impl RoomCore {
         if self.relays.remove(&region).is_some() {
             self.save_relays();
         }
+        self.presence_relay_gone(region);
     }
 
     fn apply_report(&mut self, report: RelayReport) {
@@ -911,7 +951,10 @@ impl RoomCore {
         let mut bytes = 0;
         while let Some((_, front)) = link.queue.front() {
             let fits = batch.is_empty()
-                || (batch.len() < max_batch && bytes + front.frame.len() <= MAX_BATCH_BYTES && front.kind != Kind::Reset);
+                || (batch.len() < max_batch
+                    && bytes + front.frame.len() <= MAX_BATCH_BYTES
+                    && front.kind != Kind::Reset
+                    && batch.last().is_some_and(|(_, last)| presence_of(last.kind) == presence_of(front.kind)));
             if !fits {
                 break;
             }
@@ -927,6 +970,7 @@ impl RoomCore {
         let last = items().rev().find_map(|q| q.seq);
         let sync_to = items().filter_map(|q| if let Kind::Sync(s) = q.kind { Some(s) } else { None }).max();
         let reset = items().next().is_some_and(|q| q.kind == Kind::Reset);
+        let presence = items().next().and_then(|q| presence_of(q.kind));
         let frames: Vec<&str> = items().filter(|q| !q.frame.is_empty()).map(|q| q.frame.as_str()).collect();
         let key = (items().next()?.uid, items().next_back()?.uid, frames.len());
         let frame = match &self.batch_cache {
@@ -957,6 +1001,7 @@ impl RoomCore {
             first_ts,
             sync_to,
             reset,
+            presence,
         };
         Some(Delivery { region, head, frame })
     }
@@ -1065,6 +1110,8 @@ mod tests {
             index: vec![(41, 1)],
             mids: vec![(mid_key(None, "m"), 41, 1)],
             batches: vec![],
+            presence: vec![],
+            presence_links: vec![],
         };
         let mut old = RoomCore::new("r", Some(restored), "e2".into(), Retention::default(), 2);
         let acts = drain(&mut old);
