@@ -253,11 +253,18 @@ impl RelayInner {
             }
             forgotten.push_back(a.conn.clone());
             drop(forgotten);
-            let _ = self.presence_once();
+            // After a wake, the members are rebuilt from the other sockets,
+            // without this one: its leave is then already in them.
+            let rebuilt_now = !self.with_core(|c| c.presence_ready()).unwrap_or(true);
+            if rebuilt_now {
+                let _ = self.presence_rebuild(Some(&a.conn));
+            }
             let _ = self.with_core(|c| {
                 c.closed(&a.conn);
                 c.user_left(&a.user_key());
-                c.member_left(a.member());
+                if !rebuilt_now {
+                    c.member_left(a.member());
+                }
             });
         }
         self.schedule_report();
@@ -271,12 +278,20 @@ impl RelayInner {
         if self.with_core(|c| c.presence_ready())? {
             return Ok(());
         }
+        self.presence_rebuild(None)
+    }
+
+    /// Rebuilds the members from the open sockets, leaving out `closing`
+    /// (the connection id of a socket being forgotten).
+    fn presence_rebuild(&self, closing: Option<&str>) -> Result<()> {
         let members: Vec<(String, Option<String>)> = self
             .state
             .get_websockets()
             .iter()
             .filter(|ws| js::is_open(ws))
-            .filter_map(|ws| attachment(ws).map(|a| (a.member().to_owned(), a.info.clone())))
+            .filter_map(attachment)
+            .filter(|a| Some(a.conn.as_str()) != closing)
+            .map(|a| (a.member().to_owned(), a.info.clone()))
             .collect();
         self.with_core(|c| c.presence_rebuilt(members))
     }
