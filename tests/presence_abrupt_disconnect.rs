@@ -23,8 +23,10 @@ fn url(server: &Server, room: &str, region: &str, user: &str, caps: &[&str]) -> 
 /// connection: no close frame, no FIN.
 async fn resettable(url: &str) -> Client {
     let addr: std::net::SocketAddr = url.strip_prefix("ws://").and_then(|r| r.split('/').next()).unwrap().parse().unwrap();
-    let stream = tokio::net::TcpSocket::new_v4().unwrap().connect(addr).await.unwrap();
-    stream.set_linger(Some(Duration::ZERO)).unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A zero linger resets at once on drop; it never blocks.
+    socket.set_zero_linger().unwrap();
+    let stream = socket.connect(addr).await.unwrap();
     let mut c = Client::over(url, stream).await.unwrap();
     c.wait_type(T, "welcome").await;
     c
