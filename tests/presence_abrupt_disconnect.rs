@@ -36,7 +36,7 @@ async fn resettable(url: &str) -> Client {
 async fn a_reset_connection_leaves_within_grace_plus_five_seconds() {
     let server = Server::start(ServerOpts::default().var("HERALD_PRESENCE_GRACE_MS", GRACE_MS)).await;
     let room = unique_room("abrupt");
-    let mut watcher = Client::welcomed(&url(&server, &room, "weur", "watcher", &["sub", "presence"]), T).await;
+    let mut watcher = Client::welcomed(&format!("{}&presence=events", url(&server, &room, "weur", "watcher", &["sub", "presence"])), T).await;
     watcher.wait_for(T, |f| f["t"] == "join" && f["user"] == "watcher").await;
     let kim = resettable(&url(&server, &room, "apac", "kim", &["sub"])).await;
     let lou_apac = resettable(&url(&server, &room, "apac", "lou", &["sub"])).await;

@@ -31,7 +31,7 @@ async fn stats(server: &Server, room: &str) -> Value {
 async fn the_snapshot_is_exact_after_hibernation() {
     let server = Server::start(ServerOpts::default().var("HERALD_PRESENCE_GRACE_MS", GRACE_MS)).await;
     let room = unique_room("hibpres");
-    let mut watcher = Client::welcomed(&url(&server, &room, "weur", "watcher", &["sub", "presence"]), T).await;
+    let mut watcher = Client::welcomed(&format!("{}&presence=events", url(&server, &room, "weur", "watcher", &["sub", "presence"])), T).await;
     let mut ned = vec![
         Client::welcomed(&url(&server, &room, "apac", "ned", &["sub"]), T).await,
         Client::welcomed(&url(&server, &room, "apac", "ned", &["sub"]), T).await,

@@ -22,7 +22,7 @@ fn url(server: &Server, room: &str, region: &str, user: &str, caps: &[&str]) -> 
 async fn a_reconnect_within_grace_does_not_flap() {
     let server = Server::start(ServerOpts::default().var("HERALD_PRESENCE_GRACE_MS", GRACE_MS)).await;
     let room = unique_room("flap");
-    let mut watcher = Client::welcomed(&url(&server, &room, "weur", "watcher", &["sub", "presence"]), T).await;
+    let mut watcher = Client::welcomed(&format!("{}&presence=events", url(&server, &room, "weur", "watcher", &["sub", "presence"])), T).await;
     watcher.wait_for(T, |f| f["t"] == "join" && f["user"] == "watcher").await;
     let mut mia = Client::welcomed(&url(&server, &room, "weur", "mia", &["sub"]), T).await;
     watcher.wait_for(T, |f| f["t"] == "join" && f["user"] == "mia").await;

@@ -9,7 +9,8 @@
 //! three (no event). Counts per region are exact in the snapshot over the
 //! socket and over HTTP, and the snapshot equals the state the watcher built
 //! from events. A socket without the capability is a member but gets no
-//! presence frames, and its `presence` frame is refused.
+//! presence frames, and its `presence` frame is refused; events are opt-in
+//! (`?presence=events`), which needs the capability.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -54,7 +55,7 @@ async fn snapshot(c: &mut Client, id: u64) -> (BTreeMap<String, String>, Value, 
 async fn joins_leaves_and_counts_are_exact_across_regions() {
     let server = Server::start(ServerOpts::default().var("HERALD_PRESENCE_GRACE_MS", GRACE_MS)).await;
     let room = unique_room("presence");
-    let mut watcher = Client::welcomed(&url(&server, &room, "weur", "watcher", &["sub", "presence"]), T).await;
+    let mut watcher = Client::welcomed(&format!("{}&presence=events", url(&server, &room, "weur", "watcher", &["sub", "presence"])), T).await;
     let mut state: BTreeMap<String, String> = BTreeMap::new();
     let apply = |e: &Value, state: &mut BTreeMap<String, String>| {
         let user = e["user"].as_str().unwrap().to_owned();
@@ -121,6 +122,20 @@ async fn joins_leaves_and_counts_are_exact_across_regions() {
     let err = plain.wait_for(T, |f| f["t"] == "err").await;
     assert_eq!((err["code"].as_str(), err["id"].as_u64()), (Some("forbidden"), Some(9)));
     assert!(!plain.history().iter().any(|f| f["t"] == "join" || f["t"] == "leave" || f["t"] == "presence_counts"));
+    // With the capability but no `?presence=`: no events either (they are
+    // opt-in); asking without the capability, or for something else, is refused.
+    let mut quiet = Client::welcomed(&url(&server, &room, "weur", "eve", &["sub", "presence"]), T).await;
+    watcher.wait_for(T, |f| f["t"] == "join" && f["user"] == "eve").await;
+    let fin = Client::welcomed(&url(&server, &room, "weur", "fin", &["sub"]), T).await;
+    watcher.wait_for(T, |f| f["t"] == "join" && f["user"] == "fin").await;
+    quiet.send_json(&json!({"t": "presence", "id": 3})).await;
+    quiet.wait_for(T, |f| f["t"] == "presence" && f["id"] == 3).await;
+    assert!(!quiet.history().iter().any(|f| f["t"] == "join"), "events without asking for them");
+    let denied = format!("{}&presence=events", url(&server, &room, "weur", "gus", &["sub"]));
+    assert_eq!(Client::connect_status(&denied).await, Some(403));
+    let bogus = format!("{}&presence=all", url(&server, &room, "weur", "gus", &["sub", "presence"]));
+    assert_eq!(Client::connect_status(&bogus).await, Some(400));
+    drop(fin);
     drop(ana);
     drop(cy);
 }

@@ -45,7 +45,7 @@ async fn past_the_maximum_only_coalesced_counts_go_out() {
     )
     .await;
     let room = unique_room("threshold");
-    let mut full = Client::welcomed(&url(&server, &room, "weur", "full", &["sub", "presence"], ""), T).await;
+    let mut full = Client::welcomed(&url(&server, &room, "weur", "full", &["sub", "presence"], "&presence=events"), T).await;
     let mut counts = Client::welcomed(&url(&server, &room, "apac", "counts", &["sub", "presence"], "&presence=counts"), T).await;
     let mut users = vec![Client::welcomed(&url(&server, &room, "weur", "u0", &["sub"], ""), T).await];
     let joins = until(&mut full, |f| f["t"] == "join" && f["user"] == "u0").await;

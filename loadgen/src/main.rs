@@ -8,12 +8,16 @@
 //!   p99 reaches the limit or it loses a message.
 //! * `coldstart`: spawn a server command (own process group), time spawn →
 //!   WebSocket open → first frame, stop it by its process group.
+//! * `presence`: N members of one room over the target's regions; the time
+//!   until the Room counts them exactly, its CPU, and the Room's deliveries
+//!   per presence change.
 //! * `report`: turn the JSON files of a bench run into a markdown table.
 //!
 //! Loopback only: every URL is built from 127.0.0.1 and a port.
 
 mod http;
 mod mode;
+mod presence;
 mod procs;
 mod report;
 mod session;
@@ -124,6 +128,23 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// N members (anonymous readers of a public room) over the target's
+    /// regions, until the Room's snapshot counts them exactly (Herald).
+    Presence {
+        #[arg(long = "target")]
+        target: String,
+        #[arg(long, short)]
+        n: usize,
+        #[arg(long, default_value_t = 64)]
+        connect_concurrency: usize,
+        /// A room the server lets anyone read (`HERALD_PUBLIC_ROOMS`).
+        #[arg(long)]
+        room: String,
+        #[arg(long, default_value_t = 120)]
+        deadline_s: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     Report {
         /// Result directory of one bench run.
         dir: PathBuf,
@@ -176,6 +197,11 @@ fn main() -> Result<()> {
                     }
                     Cmd::Coldstart { name, mode, port, region, samples, deadline_s, cwd, out, command } => {
                         (out, coldstart(&name, &mode, port, region, samples, deadline_s, cwd, &command).await?)
+                    }
+                    Cmd::Presence { target, n, connect_concurrency, room, deadline_s, out } => {
+                        let target = Target::parse(&target)?;
+                        let deadline = Duration::from_secs(deadline_s);
+                        (out, presence::run(&target, &room, n, connect_concurrency, deadline).await?)
                     }
                     Cmd::Report { .. } | Cmd::RuntimePort { .. } | Cmd::Check { .. } => unreachable_cmd()?,
                 };

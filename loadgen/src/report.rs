@@ -32,6 +32,9 @@ fn ptr(v: &Value, path: &str) -> Option<f64> {
 pub fn problems(dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (file, v) in read_results(dir)? {
+        if v["kind"] == "presence" && v["exact"] != true {
+            out.push(format!("{file}: presence counted {} of {} members ({} opened)", v["counted"], v["requested"], v["opened"]));
+        }
         if v["kind"] != "run" {
             continue;
         }
@@ -148,6 +151,31 @@ pub fn render(dir: &Path) -> Result<String> {
         }
         writeln!(md)?;
         shared_rate_latency(&mut md, v)?;
+    }
+
+    // Presence.
+    let presences: Vec<&Value> = files.iter().map(|(_, v)| v).filter(|v| v["kind"] == "presence").collect();
+    if !presences.is_empty() {
+        writeln!(md, "| presence (members over regions) | opened | counted | all open s | exact after s | CPU ms per member (user+proxy) | Room deliveries per change (relays) |")?;
+        writeln!(md, "|---|--:|--:|--:|--:|--:|--:|")?;
+        for p in presences {
+            let opened = p["opened"].as_f64().unwrap_or(0.0).max(1.0);
+            let per = |k: &str| p["cpu"][k].as_f64().map(|ms| ms / opened);
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {}+{} | {} ({}) |",
+                p["requested"],
+                p["opened"],
+                p["counted"],
+                f(p["all_open_s"].as_f64(), 1),
+                f(p["exact_after_s"].as_f64(), 1),
+                f(per("user_ms"), 2),
+                f(per("proxy_ms"), 2),
+                f(p["deliveries_per_change"].as_f64(), 3),
+                p["relays"],
+            )?;
+        }
+        writeln!(md)?;
     }
 
     // Cold start.

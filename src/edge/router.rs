@@ -156,8 +156,11 @@ async fn connect(req: Request, env: &Env, config: &Config, room: &str, grant: &G
     };
     let url = req.url()?;
     if let Some((_, mode)) = url.query_pairs().find(|(k, _)| k == "presence") {
-        if mode != "counts" {
-            return reject(&Rejection::new(ErrorCode::BadFrame, "presence must be \"counts\" (or absent, for every event)"));
+        if mode != "events" && mode != "counts" {
+            return reject(&Rejection::new(ErrorCode::BadFrame, "presence must be \"events\" or \"counts\""));
+        }
+        if let Err(r) = grant.require(Capability::Presence) {
+            return reject(&r);
         }
     }
     to_relay(req, env, config, room, path::CONNECT, resume, grant).await
@@ -211,13 +214,14 @@ async fn to_relay(
     headers.delete("authorization")?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
-    let counts_only = req.url()?.query_pairs().any(|(k, v)| k == "presence" && v == "counts");
+    // The presence subscription (validated by the caller) rides along.
+    let presence = req.url()?.query_pairs().find(|(k, _)| k == "presence").map(|(_, v)| v.into_owned());
     let mut query = Vec::new();
     if let Some((since, epoch)) = resume {
         query.push(format!("since={since}&epoch={}", js::url_encode(&epoch)));
     }
-    if counts_only {
-        query.push(String::from("presence=counts"));
+    if let Some(mode) = presence {
+        query.push(format!("presence={}", js::url_encode(&mode)));
     }
     let target = if query.is_empty() { relay_path.to_owned() } else { format!("{relay_path}?{}", query.join("&")) };
     let forwarded = Request::new_with_init(&super::http::internal_url(&target), &init)?;

@@ -450,7 +450,11 @@ pub struct Client {
 impl Client {
     pub async fn connect(url: &str) -> Result<Client, WsError> {
         let (ws, _resp) = tokio_tungstenite::connect_async(url).await?;
-        Ok(Client {
+        Ok(Client::over_socket(ws))
+    }
+
+    fn over_socket(ws: Ws) -> Client {
+        Client {
             ws,
             pending: VecDeque::new(),
             seen: Vec::new(),
@@ -458,22 +462,14 @@ impl Client {
             close_code: None,
             ended: false,
             largest_frame: 0,
-        })
+        }
     }
 
     /// Connects over a TCP stream the caller set up (e.g. with a small
     /// receive buffer).
     pub async fn over(url: &str, stream: TcpStream) -> Result<Client, WsError> {
         let (ws, _resp) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
-        Ok(Client {
-            ws,
-            pending: VecDeque::new(),
-            seen: Vec::new(),
-            history: Vec::new(),
-            close_code: None,
-            ended: false,
-            largest_frame: 0,
-        })
+        Ok(Client::over_socket(ws))
     }
 
     /// Connects and waits for the `welcome` frame, panicking if either

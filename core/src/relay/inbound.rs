@@ -30,6 +30,17 @@ pub enum Inbound<'a> {
 }
 
 impl<F: Frame> RelayCore<F> {
+    /// The refusal of a read (`history` or `presence` frame) past the
+    /// connection's read bucket, if it is.
+    fn limit_read<'a>(&mut self, now_ms: u64, conn: &str, id: Option<&'a RawValue>) -> Option<Inbound<'a>> {
+        if self.allow_history(conn, now_ms) {
+            return None;
+        }
+        let (rate, burst) = self.history_rate;
+        let message = format!("over {rate} history reads/s (burst {burst}); slow down");
+        Some(self.refusal(now_ms, conn, id, Rejection::new(ErrorCode::RateLimited, message)))
+    }
+
     /// Decides what to do with `text` from connection `conn`, holding
     /// `grant`, at `now_ms`.
     pub fn handle_client_frame<'a>(
@@ -50,10 +61,8 @@ impl<F: Frame> RelayCore<F> {
                 if let Err(r) = grant.require(Capability::History) {
                     return self.refusal(now_ms, conn, q.id, r);
                 }
-                if !self.allow_history(conn, now_ms) {
-                    let (rate, burst) = self.history_rate;
-                    let message = format!("over {rate} history reads/s (burst {burst}); slow down");
-                    return self.refusal(now_ms, conn, q.id, Rejection::new(ErrorCode::RateLimited, message));
+                if let Some(refused) = self.limit_read(now_ms, conn, q.id) {
+                    return refused;
                 }
                 Inbound::History { id: q.id, since: q.since, limit: q.limit }
             }
@@ -62,10 +71,8 @@ impl<F: Frame> RelayCore<F> {
                     return self.refusal(now_ms, conn, q.id, r);
                 }
                 // A snapshot is a read at the Room like history: same bucket.
-                if !self.allow_history(conn, now_ms) {
-                    let (rate, burst) = self.history_rate;
-                    let message = format!("over {rate} reads/s (burst {burst}); slow down");
-                    return self.refusal(now_ms, conn, q.id, Rejection::new(ErrorCode::RateLimited, message));
+                if let Some(refused) = self.limit_read(now_ms, conn, q.id) {
+                    return refused;
                 }
                 Inbound::Presence { id: q.id, cursor: q.cursor, limit: q.limit }
             }

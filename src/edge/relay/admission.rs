@@ -180,14 +180,19 @@ impl RelayInner {
 }
 
 /// The hibernation tag that picks which presence frames a socket gets:
-/// [`TAG_PRESENCE`] for per-member events, [`TAG_PRESENCE_COUNTS`] for
-/// `?presence=counts`, none without the `presence` capability.
+/// [`TAG_PRESENCE`] for `?presence=events`, [`TAG_PRESENCE_COUNTS`] for
+/// `?presence=counts`, none without either (or without the `presence`
+/// capability, which the Worker already refused).
 fn presence_tag(req: &Request, grant: &Grant) -> Result<Option<&'static str>> {
     if !grant.caps.has(Capability::Presence) {
         return Ok(None);
     }
-    let counts = req.url()?.query_pairs().any(|(k, v)| k == "presence" && v == "counts");
-    Ok(Some(if counts { TAG_PRESENCE_COUNTS } else { TAG_PRESENCE }))
+    let mode = req.url()?.query_pairs().find(|(k, _)| k == "presence").map(|(_, v)| v.into_owned());
+    Ok(match mode.as_deref() {
+        Some("events") => Some(TAG_PRESENCE),
+        Some("counts") => Some(TAG_PRESENCE_COUNTS),
+        _ => None,
+    })
 }
 
 /// Sockets that get `join`/`leave` events (and counts past the maximum).

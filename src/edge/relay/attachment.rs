@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use worker::WebSocket;
 
 pub const ATTACHMENT_VERSION: u8 = 1;
+/// The runtime's limit on a serialized attachment, less a margin for its
+/// own encoding.
+const MAX_ATTACHMENT_BYTES: usize = 1900;
 
 #[derive(Serialize, Deserialize)]
 pub struct Attachment {
@@ -26,7 +29,7 @@ pub struct Attachment {
 
 impl Attachment {
     pub fn new(conn: String, grant: &Grant, key: String) -> Self {
-        Attachment {
+        let mut a = Attachment {
             herald: ATTACHMENT_VERSION,
             conn,
             from: grant.user.clone(),
@@ -34,7 +37,14 @@ impl Attachment {
             exp: grant.expires_s,
             key: Some(key),
             info: grant.info.clone(),
+        };
+        // The runtime holds at most 2,048 bytes per attachment. The `info`
+        // is what gives way: past the limit, presence after a wake shows
+        // the member with `info: null` rather than the connect failing.
+        if serde_json::to_string(&a).map_or(true, |s| s.len() > MAX_ATTACHMENT_BYTES) {
+            a.info = None;
         }
+        a
     }
 
     /// Who this connection is in presence: its user, or for an anonymous

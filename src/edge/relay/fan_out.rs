@@ -95,13 +95,12 @@ impl RelayInner {
             Audience::CountsOnly => &[TAG_PRESENCE_COUNTS],
             Audience::All => &[TAG_PRESENCE, TAG_PRESENCE_COUNTS],
         };
-        let catching = self.catching_up.borrow();
+        // Sockets still replaying history get presence too: it is not part
+        // of the message stream, and a snapshot they asked for meanwhile is
+        // answered at once, so the events after it must not be held back.
         for tag in tags {
             for ws in self.state.get_websockets_with_tag(tag) {
-                // A socket still replaying history gets presence once live.
-                if catching.is_empty() || !catching.iter().any(|c| js::same_socket(c, &ws)) {
-                    js::send_shared(&ws, frame);
-                }
+                js::send_shared(&ws, frame);
             }
         }
     }
