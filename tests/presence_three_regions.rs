@@ -1,14 +1,15 @@
 //! Presence across three regions, users with one to three connections.
 //!
-//! A watcher in weur connects first (with the `presence` capability), then
+//! A watcher in weur connects first (with the `presence` capability), one
+//! in apac and one in enam after it (starting from a snapshot), then
 //! ana (one socket, weur), bo (weur then apac) and cy (apac twice, then
 //! enam), with `info`. The watcher sees exactly one `join` per user, in the
 //! region of the connection that made them join, and nothing for their
 //! further connections. Then bo closes his weur socket (no event: still in
 //! apac) and his apac one (one `leave`, after the grace), and cy one of his
 //! three (no event). Counts per region are exact in the snapshot over the
-//! socket and over HTTP, and the snapshot equals the state the watcher built
-//! from events. A socket without the capability is a member but gets no
+//! socket and over HTTP, and the snapshot equals the state every watcher
+//! built from events. A socket without the capability is a member but gets no
 //! presence frames, and its `presence` frame is refused; events are opt-in
 //! (`?presence=events`), which needs the capability.
 
@@ -68,6 +69,18 @@ async fn joins_leaves_and_counts_are_exact_across_regions() {
     assert_eq!((e["t"].as_str(), e["user"].as_str(), e["region"].as_str()), (Some("join"), Some("watcher"), Some("weur")));
     assert_eq!(e["info"], json!({"name": "watcher"}));
     apply(&e, &mut state);
+    // A watcher in each other region, which starts from the snapshot.
+    let mut others = Vec::new();
+    for region in ["apac", "enam"] {
+        let name = format!("watcher-{region}");
+        let mut w = Client::welcomed(&format!("{}&presence=events", url(&server, &room, region, &name, &["sub", "presence"])), T).await;
+        w.wait_for(T, |f| f["t"] == "join" && f["user"] == name.as_str()).await;
+        watcher.wait_for(T, |f| f["t"] == "join" && f["user"] == name.as_str()).await;
+        state.insert(name.clone(), region.to_owned());
+        w.send_json(&json!({"t": "presence", "id": 100})).await;
+        w.wait_for(T, |f| f["t"] == "presence" && f["id"] == 100).await;
+        others.push((name, w));
+    }
 
     let ana = member(&server, &room, "weur", "ana").await;
     let bo_weur = member(&server, &room, "weur", "bo").await;
@@ -84,7 +97,7 @@ async fn joins_leaves_and_counts_are_exact_across_regions() {
     }
     let (snap, regions, count) = snapshot(&mut watcher, 1).await;
     assert_eq!(snap, state);
-    assert_eq!((count, regions), (4, json!({"weur": 3, "apac": 1})));
+    assert_eq!((count, regions), (6, json!({"weur": 3, "apac": 2, "enam": 1})));
 
     // Partial disconnects say nothing; bo's last one is a leave after grace.
     drop(bo_weur);
@@ -96,7 +109,32 @@ async fn joins_leaves_and_counts_are_exact_across_regions() {
     apply(&e, &mut state);
     let (snap, regions, count) = snapshot(&mut watcher, 2).await;
     assert_eq!(snap, state);
-    assert_eq!((count, regions), (3, json!({"weur": 2, "apac": 1})));
+    assert_eq!((count, regions), (5, json!({"weur": 2, "apac": 2, "enam": 1})));
+    // Every watcher holds the same state: its snapshot, then its events.
+    for (name, w) in others.iter_mut() {
+        w.wait_for(T, |f| f["t"] == "leave" && f["user"] == "bo").await;
+        let h = w.history();
+        let at = h.iter().position(|f| f["t"] == "presence" && f["id"] == 100).unwrap();
+        let mut view: BTreeMap<String, String> = h[at]["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["user"].as_str().unwrap().to_owned(), m["region"].as_str().unwrap().to_owned()))
+            .collect();
+        for f in &h[at + 1..] {
+            let user = f["user"].as_str().map(str::to_owned);
+            match (f["t"].as_str(), user) {
+                (Some("join"), Some(u)) => {
+                    view.insert(u, f["region"].as_str().unwrap().to_owned());
+                }
+                (Some("leave"), Some(u)) => {
+                    view.remove(&u);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(view, state, "{name}'s event-derived state");
+    }
     assert!(
         !watcher.drain_seen().iter().any(|f| f["t"] == "join" || f["t"] == "leave"),
         "no other presence event: every one was taken above"
@@ -106,10 +144,10 @@ async fn joins_leaves_and_counts_are_exact_across_regions() {
     let base = format!("{}/v1/rooms/{room}/presence", server.base_url());
     let (status, page) = http_json("GET", &format!("{base}?limit=2"), None).await;
     assert_eq!(status, 200, "{page}");
-    assert_eq!((page["count"].as_u64(), page["more"].as_bool(), page["cursor"].as_str()), (Some(3), Some(true), Some("cy")));
-    let (_, rest) = http_json("GET", &format!("{base}?limit=2&cursor=cy"), None).await;
+    assert_eq!((page["count"].as_u64(), page["more"].as_bool(), page["cursor"].as_str()), (Some(5), Some(true), Some("cy")));
+    let (_, rest) = http_json("GET", &format!("{base}?limit=3&cursor=cy"), None).await;
     let users: Vec<&str> = page["members"].as_array().unwrap().iter().chain(rest["members"].as_array().unwrap()).map(|m| m["user"].as_str().unwrap()).collect();
-    assert_eq!(users, vec!["ana", "cy", "watcher"]);
+    assert_eq!(users, vec!["ana", "cy", "watcher", "watcher-apac", "watcher-enam"]);
     assert_eq!(rest["more"], false);
     let (status, bad) = http_json("GET", &format!("{base}?limit=0"), None).await;
     assert_eq!((status, bad["error"].as_str()), (400, Some("bad_frame")));
