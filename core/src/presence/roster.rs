@@ -101,6 +101,10 @@ pub struct Roster {
     out: VecDeque<Out>,
     /// Members whose stored row is out of date (added, changed or gone).
     changed: BTreeSet<String>,
+    /// The members in grace, by deadline: the next deadline and the expired
+    /// ones are found without walking every member (the Room asks for the
+    /// next deadline after every event, publishes included).
+    graces: BTreeSet<(u64, String)>,
 }
 
 impl Roster {
@@ -114,6 +118,7 @@ impl Roster {
             next_counts_at: 0,
             out: VecDeque::new(),
             changed: BTreeSet::new(),
+            graces: BTreeSet::new(),
         }
     }
 
@@ -150,8 +155,11 @@ impl Roster {
             // Another connection of a member, or a reconnect within grace:
             // no event either way.
             let added = e.relays.insert(region);
-            let was_leaving = e.grace_until.take().is_some();
-            if added || was_leaving {
+            let was_leaving = e.grace_until.take();
+            if let Some(t) = was_leaving {
+                self.graces.remove(&(t, user.clone()));
+            }
+            if added || was_leaving.is_some() {
                 self.changed.insert(user);
             }
             return;
@@ -174,7 +182,9 @@ impl Roster {
         if let Some(e) = self.members.get_mut(user) {
             let removed = e.relays.remove(&region);
             if e.relays.is_empty() && e.grace_until.is_none() {
-                e.grace_until = Some(now.saturating_add(grace));
+                let until = now.saturating_add(grace);
+                e.grace_until = Some(until);
+                self.graces.insert((until, user.to_owned()));
             }
             if removed {
                 self.changed.insert(user.to_owned());
@@ -185,12 +195,15 @@ impl Roster {
     /// Time passes: graces that ran out become leaves, and counts that are
     /// due go out.
     pub fn tick(&mut self, now: u64) {
-        let expired: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, e)| e.grace_until.is_some_and(|t| t <= now))
-            .map(|(u, _)| u.clone())
-            .collect();
+        let mut expired = Vec::new();
+        while let Some((t, _)) = self.graces.first() {
+            if *t > now {
+                break;
+            }
+            if let Some((_, user)) = self.graces.pop_first() {
+                expired.push(user);
+            }
+        }
         for user in expired {
             self.changed.insert(user.clone());
             if let Some(e) = self.members.remove(&user) {
@@ -235,7 +248,7 @@ impl Roster {
 
     /// When [`Roster::tick`] is next needed.
     pub fn next_deadline(&self) -> Option<u64> {
-        let grace = self.members.values().filter_map(|e| e.grace_until).min();
+        let grace = self.graces.first().map(|(t, _)| *t);
         let counts = self.counts_dirty.then_some(self.next_counts_at);
         [grace, counts].into_iter().flatten().min()
     }
@@ -299,6 +312,9 @@ impl Roster {
     pub fn restore(&mut self, saved: Vec<PresenceRow>) {
         for (m, relays, grace_until) in saved {
             *self.regions.entry(m.region).or_default() += 1;
+            if let Some(t) = grace_until {
+                self.graces.insert((t, m.user.clone()));
+            }
             let entry = Entry { info: m.info, region: m.region, relays: relays.into_iter().collect(), grace_until };
             self.members.insert(m.user, entry);
         }
