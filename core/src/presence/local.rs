@@ -10,6 +10,13 @@
 //! Room held for it: nothing lives only in memory.
 
 use super::Delta;
+
+/// Deltas kept for the Room at most, in count and in bytes (users and
+/// `info`). Past either, while the Room is unreachable and connections
+/// churn, they are dropped and the whole membership is owed instead: it
+/// says the same in a size bounded by the relay's connections.
+pub const MAX_UNACKED_DELTAS: usize = 1024;
+pub const MAX_UNACKED_BYTES: usize = 256 * 1024;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -36,6 +43,8 @@ pub struct LocalPresence {
     first_unacked: u64,
     /// The Room has not yet taken this relay's whole membership.
     full_owed: bool,
+    /// Bytes of user ids and `info` in `unacked`.
+    unacked_bytes: usize,
 }
 
 impl LocalPresence {
@@ -55,7 +64,7 @@ impl LocalPresence {
         let e = self.users.entry(user.to_owned()).or_insert((0, info.map(str::to_owned)));
         e.0 += 1;
         if e.0 == 1 {
-            self.unacked.push_back(Delta::Join { user: user.to_owned(), info: info.map(str::to_owned) });
+            self.owe(Delta::Join { user: user.to_owned(), info: info.map(str::to_owned) });
         }
     }
 
@@ -65,7 +74,18 @@ impl LocalPresence {
         e.0 = e.0.saturating_sub(1);
         if e.0 == 0 {
             self.users.remove(user);
-            self.unacked.push_back(Delta::Leave { user: user.to_owned() });
+            self.owe(Delta::Leave { user: user.to_owned() });
+        }
+    }
+
+    fn owe(&mut self, delta: Delta) {
+        self.unacked_bytes += delta_bytes(&delta);
+        self.unacked.push_back(delta);
+        if self.unacked.len() > MAX_UNACKED_DELTAS || self.unacked_bytes > MAX_UNACKED_BYTES {
+            self.first_unacked += self.unacked.len() as u64;
+            self.unacked.clear();
+            self.unacked_bytes = 0;
+            self.full_owed = true;
         }
     }
 
@@ -82,6 +102,7 @@ impl LocalPresence {
             let full = self.users.iter().map(|(u, (_, info))| (u.clone(), info.clone())).collect();
             self.first_unacked += self.unacked.len() as u64;
             self.unacked.clear();
+            self.unacked_bytes = 0;
             return PresenceReport { full: Some(full), first: self.first_unacked, deltas: Vec::new() };
         }
         PresenceReport { full: None, first: self.first_unacked, deltas: self.unacked.iter().cloned().collect() }
@@ -94,7 +115,9 @@ impl LocalPresence {
         if full {
             self.full_owed = false;
         }
-        while self.first_unacked < next && self.unacked.pop_front().is_some() {
+        while self.first_unacked < next {
+            let Some(d) = self.unacked.pop_front() else { break };
+            self.unacked_bytes = self.unacked_bytes.saturating_sub(delta_bytes(&d));
             self.first_unacked += 1;
             progress = true;
         }
@@ -110,6 +133,13 @@ impl LocalPresence {
     /// Users with a connection here.
     pub fn users(&self) -> usize {
         self.users.len()
+    }
+}
+
+fn delta_bytes(d: &Delta) -> usize {
+    match d {
+        Delta::Join { user, info } => user.len() + info.as_ref().map_or(0, String::len),
+        Delta::Leave { user } => user.len(),
     }
 }
 
@@ -138,5 +168,28 @@ mod tests {
         p.acked(false, r.first + 2);
         assert!(!p.owes());
         assert_eq!(p.users(), 1);
+    }
+
+    #[test]
+    fn churn_while_the_room_is_away_is_bounded_by_the_membership() {
+        let mut p = LocalPresence::rebuilt(Vec::<(String, Option<String>)>::new());
+        let r = p.report();
+        p.acked(true, r.first);
+        for i in 0..=MAX_UNACKED_DELTAS {
+            p.connected(&format!("u{i}"), None);
+            p.disconnected(&format!("u{i}"));
+        }
+        p.connected("stays", None);
+        let r = p.report();
+        assert!(r.deltas.len() <= MAX_UNACKED_DELTAS, "{} deltas kept", r.deltas.len());
+        assert_eq!(r.full, Some(vec![("stays".to_string(), None)]), "the whole membership instead");
+        let big = "x".repeat(1000);
+        let mut q = LocalPresence::rebuilt(Vec::<(String, Option<String>)>::new());
+        let r = q.report();
+        q.acked(true, r.first);
+        for i in 0..300 {
+            q.connected(&format!("v{i}"), Some(&big));
+        }
+        assert!(q.report().full.is_some(), "past the byte bound too");
     }
 }
