@@ -36,6 +36,11 @@ pub struct Config {
     pub clock_skew_s: u64,
     /// `HERALD_PUBLIC_ROOMS`: rooms anyone may subscribe to without a token.
     pub public_rooms: RoomPatterns,
+    /// `HERALD_DEMO_ROOMS`: rooms `GET /v1/demo/token` hands guest tokens
+    /// for; empty (the default, and production) turns the endpoint off.
+    /// Even when set it answers loopback hosts only (see
+    /// [`crate::auth::demo`]).
+    pub demo_rooms: RoomPatterns,
     /// `HERALD_PUB_RATE`: publishes per second per connection.
     pub pub_rate: u32,
     /// `HERALD_PUB_BURST`: publishes a connection may send at once.
@@ -78,6 +83,7 @@ impl Default for Config {
             ws_max_buffer_bytes: 4 << 20,
             clock_skew_s: 2,
             public_rooms: RoomPatterns::default(),
+            demo_rooms: RoomPatterns::default(),
             pub_rate: 20,
             pub_burst: 40,
             history_rate: 5,
@@ -176,6 +182,7 @@ impl Config {
             )? as usize,
             clock_skew_s: int("HERALD_CLOCK_SKEW_S", 0..=300, "seconds, from 0 to 300", d.clock_skew_s)?,
             public_rooms: lookup("HERALD_PUBLIC_ROOMS").map_or(d.public_rooms, |v| RoomPatterns::parse(&v)),
+            demo_rooms: lookup("HERALD_DEMO_ROOMS").map_or(d.demo_rooms, |v| RoomPatterns::parse(&v)),
             pub_rate: int("HERALD_PUB_RATE", 1..=100_000, "publishes per second, from 1 to 100000", d.pub_rate.into())? as u32,
             pub_burst: int("HERALD_PUB_BURST", 1..=100_000, "publishes, from 1 to 100000", d.pub_burst.into())? as u32,
             history_rate: int("HERALD_HISTORY_RATE", 1..=100_000, "reads per second, from 1 to 100000", d.history_rate.into())? as u32,
@@ -274,6 +281,9 @@ mod tests {
             .unwrap()
             .retention();
         assert_eq!((r.max_messages, r.ttl_ms, r.dedup_window_ms), (5, 2000, 300_000));
+        let demo = Config::from_vars(vars(&[("HERALD_DEMO_ROOMS", "demo:*, lobby")])).unwrap().demo_rooms;
+        assert_eq!(demo.patterns(), ["demo:*", "lobby"]);
+        assert!(Config::default().demo_rooms.is_empty(), "demo tokens are off unless configured");
 
         for (k, v) in [
             ("HERALD_DEFAULT_REGION", "mars"),

@@ -3,6 +3,7 @@
 //! This layer decides nothing. It reads requests, storage and the clock,
 //! hands them to `herald_core`, and carries out what the core returns.
 
+mod demo_token;
 mod http;
 mod js;
 mod link_client;

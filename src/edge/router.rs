@@ -12,8 +12,6 @@ use herald_core::rate::http_rate_key;
 use herald_core::{parse_history_bounds, parse_http_publish, parse_presence_bounds, validate_room, Config, ErrorCode, Region, Rejection};
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
-const DEMO_PAGE: &str = include_str!("demo.html");
-
 pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let config = match Config::from_vars(|k| env.var(k).ok().map(|v| v.to_string())) {
         Ok(c) => c,
@@ -22,9 +20,11 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let url = req.url()?;
     let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
-        (Method::Get, [""]) => Response::from_html(DEMO_PAGE),
+        // `/` and the demo page are static assets (wrangler.toml `[assets]`),
+        // answered before the Worker runs; `/` reaching here is a 404.
         (Method::Get, ["healthz"]) => json_text(r#"{"ok":true}"#.into(), 200),
-        (_, [""] | ["healthz"]) => reject_with(ErrorCode::MethodNotAllowed, "only GET is allowed here"),
+        (_, ["healthz"]) => reject_with(ErrorCode::MethodNotAllowed, "only GET is allowed here"),
+        (_, ["v1", "demo", "token"]) => super::demo_token::handle(&req, &env, &config),
         (_, ["v1", "rooms", room, rest @ ..]) => {
             let room = percent_decode(room);
             if let Err(r) = validate_room(&room) {
@@ -85,7 +85,7 @@ fn presented_token(req: &Request) -> Option<String> {
 /// The token keys from `HERALD_SECRET` (a wrangler secret in production,
 /// `.dev.vars` locally; see `herald_core::auth::Keys`). A malformed or short
 /// secret is a configuration error naming the variable.
-fn keys(env: &Env) -> std::result::Result<Option<Keys>, String> {
+pub(super) fn keys(env: &Env) -> std::result::Result<Option<Keys>, String> {
     let value = env
         .secret("HERALD_SECRET")
         .map(|s| s.to_string())

@@ -761,7 +761,9 @@ pub async fn http_json(method: &str, url: &str, body: Option<&Value>) -> (u16, V
 /// Minimal HTTP/1.1 over a fresh connection (`Connection: close`), with
 /// extra request headers; understands Content-Length and chunked bodies.
 /// Sends `Authorization: Bearer <admin_token>` unless the caller gives an
-/// `authorization` header; an empty one means "send no token".
+/// `authorization` header; an empty one means "send no token". A `host`
+/// header given by the caller replaces the URL's authority (to look like a
+/// request for another name).
 pub async fn http_request(
     method: &str,
     url: &str,
@@ -777,10 +779,14 @@ pub async fn http_request(
         None => (rest, "/"),
     };
     let mut stream = TcpStream::connect(authority).await?;
+    let host = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("host"))
+        .map_or(authority, |(_, v)| *v);
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: herald-itest\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: herald-itest\r\n"
     );
-    for (k, v) in headers {
+    for (k, v) in headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("host")) {
         if !v.is_empty() || !k.eq_ignore_ascii_case("authorization") {
             req.push_str(&format!("{k}: {v}\r\n"));
         }

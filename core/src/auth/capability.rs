@@ -94,6 +94,16 @@ impl RoomPatterns {
     pub fn matches(&self, room: &str) -> bool {
         self.0.iter().any(|p| pattern_matches(p, room))
     }
+
+    /// No patterns at all: nothing matches (a feature keyed on a list is off).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The patterns as given, for claims built from them.
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
 }
 
 /// The `rooms` claim: pattern → capabilities. Unknown capability names make

@@ -5,6 +5,7 @@
 //! capabilities on every frame.
 
 mod capability;
+pub mod demo;
 mod keys;
 mod token;
 
