@@ -5,7 +5,7 @@
 // and is gone after stop().
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT, adminToken, startServer, uniqueRoom } from "./support/server.mjs";
 
@@ -24,13 +24,15 @@ test("start, assets, vars, restart keeps state, stop", async (t) => {
   assert.match(page.headers.get("content-type") ?? "", /^text\/html/);
   assert.match(await page.text(), /<title>[^<]*Herald[^<]*<\/title>/);
 
-  const sdk = await fetch(`${server.url}/client/herald.js`);
-  const body = await sdk.text();
-  if (existsSync(join(REPO_ROOT, "client/herald.js"))) {
-    assert.equal(sdk.status, 200, body);
-    assert.match(sdk.headers.get("content-type") ?? "", /javascript/);
-  } else {
-    t.diagnostic("client/herald.js does not exist yet; not checking that it is served");
+  // The SDK and every module it imports are served, as browsers fetch them.
+  const modules = readdirSync(join(REPO_ROOT, "client")).filter((f) => f.endsWith(".js"));
+  assert.ok(modules.includes("herald.js"));
+  for (const file of [...modules, "herald.d.ts"]) {
+    const res = await fetch(`${server.url}/client/${file}`);
+    const body = await res.text();
+    assert.equal(res.status, 200, `${file}: ${body.slice(0, 200)}`);
+    assert.equal(body, readFileSync(join(REPO_ROOT, "client", file), "utf8"), `${file} is served as it is in client/`);
+    if (file.endsWith(".js")) assert.match(res.headers.get("content-type") ?? "", /javascript/);
   }
 
   // The vars reach the worker: the demo token endpoint is on.
