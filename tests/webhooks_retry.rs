@@ -1,7 +1,8 @@
 //! Webhook delivery when the receiver misbehaves: failed requests are sent
 //! again with the same event ids until accepted, each event is accepted
-//! once, in order per room; and a receiver that never answers does not
-//! slow message fan-out.
+//! once, in order per room; undelivered events outlive a restart (the
+//! queue is in the Room's storage, the retry in its alarm); and a receiver
+//! that never answers does not slow message fan-out.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -117,4 +118,35 @@ async fn fan_out_does_not_wait_for_a_receiver_that_hangs() {
     let w = room_stats(&server, &room).await["webhooks"].clone();
     assert!(w["failed_attempts"].as_u64() >= Some(1), "{w}");
     assert!(w["last_error"].is_null() && w["last_status"] == 200, "{w}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_events_survive_a_restart_under_the_same_ids() {
+    let mut receiver = Receiver::start().await;
+    receiver.set_default(Reply::Status(503));
+    let mut server = Server::start(opts(&receiver)).await;
+    let room = unique_room("restart");
+
+    let _ana = Client::welcomed(&url(&server, &room, "weur", "ana"), T).await;
+    let refused = loop {
+        let r = receiver.next(T).await.expect("the Room tries the receiver");
+        if labels(&r.events(), &room).len() == 2 {
+            break r;
+        }
+    };
+    let before = room_stats(&server, &room).await["webhooks"].clone();
+    assert!(before["failed_attempts"].as_u64() >= Some(1) && before["queued"] == 2, "{before}");
+
+    // The queue is in the Room's storage and its retry in the Room's
+    // alarm: both outlive the process.
+    server.restart().await;
+    receiver.set_default(Reply::Status(200));
+    // Ana's socket closed with the process: her leave and the vacancy
+    // follow (before or after the restart), numbered on from storage.
+    let events = receiver.accepted_until(T, |e| labels(e, &room).len() >= 4).await;
+    let ids = |evs: &[Value]| evs.iter().map(|e| e["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&events[..2]), ids(&refused.events()), "the same events, not new ones");
+    assert_eq!(labels(&events, &room), ["room_occupied", "member_added:ana", "member_removed:ana", "room_vacated"]);
+    let numbers: Vec<u64> = events.iter().map(id_number).collect();
+    assert_eq!(numbers, [1, 2, 3, 4]);
 }

@@ -290,7 +290,7 @@ impl RoomInner {
             let room = self.with_core(|c| c.room().to_owned()).unwrap_or_default();
             console_error!("room {room}: webhook of {} events failed: {outcome:?}", request.events);
         }
-        if self.with_core(|c| c.webhook_sent(js::now_ms(), outcome)).is_ok() {
+        if self.with_core(|c| c.webhook_sent(js::now_ms(), request.id, outcome)).is_ok() {
             if let Err(e) = self.pump() {
                 console_error!("room: {e}");
             }

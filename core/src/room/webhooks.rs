@@ -18,10 +18,10 @@ impl RoomCore {
     }
 
     /// The answer to a [`crate::webhook::WebhookAction::Send`].
-    pub fn webhook_sent(&mut self, now_ms: u64, outcome: Outcome) {
+    pub fn webhook_sent(&mut self, now_ms: u64, request: u64, outcome: Outcome) {
         self.now = now_ms;
         if let Some(w) = self.webhooks.as_mut() {
-            w.sent(now_ms, outcome);
+            w.sent(now_ms, request, outcome);
         }
         self.schedule_alarm(0);
     }
@@ -79,7 +79,7 @@ mod tests {
                 for e in v["events"].as_array().into_iter().flatten() {
                     types.push(format!("{}{}", e["type"].as_str().unwrap_or(""), e["user"].as_str().map_or(String::new(), |u| format!(":{u}"))));
                 }
-                core.webhook_sent(core.now, Outcome::Status(200));
+                core.webhook_sent(core.now, r.id, Outcome::Status(200));
             }
         }
         types
@@ -115,9 +115,9 @@ mod tests {
         core.presence_call(10, call(0, vec![Delta::Join { user: "ana".into(), info: None }]));
         let mut sent = 0;
         while let Some(a) = core.poll_action() {
-            if let RoomAction::Webhook(WebhookAction::Send(_)) = a {
+            if let RoomAction::Webhook(WebhookAction::Send(r)) = a {
                 sent += 1;
-                core.webhook_sent(11, Outcome::Status(500));
+                core.webhook_sent(11, r.id, Outcome::Status(500));
             }
         }
         assert_eq!(sent, 1);

@@ -2,7 +2,7 @@
 //! delivery of the event queue, one request at a time.
 
 use super::queue::{Event, EventQueue};
-use super::{body, event_json, signature, EventType, WebhookConfig, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, RETRY};
+use super::{body, event_json, signature, EventType, WebhookConfig, MAX_BATCH_BYTES, MAX_BATCH_EVENTS, REQUEST_TIMEOUT_MS, RETRY};
 use crate::backoff::Rng;
 use crate::presence::MemberChange;
 use serde::Serialize;
@@ -43,6 +43,9 @@ pub enum WebhookAction {
 /// One request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRequest {
+    /// Names the attempt: its answer is reported with it, and an answer
+    /// for an attempt the machine gave up on is ignored.
+    pub id: u64,
     pub url: String,
     pub body: String,
     /// The `x-herald-signature` value.
@@ -91,9 +94,17 @@ pub struct WebhookStats {
     pub occupied: bool,
 }
 
+/// Past the glue's own timeout, how long the machine waits for a
+/// request's answer before it counts the request as failed (the task
+/// that carried it was lost), so the queue never sticks on it.
+pub const WATCHDOG_SLACK_MS: u64 = 5_000;
+
 #[derive(Debug, Clone, Copy)]
 struct InFlight {
+    id: u64,
     last: u64,
+    /// No answer by then: failed.
+    watchdog: u64,
 }
 
 #[derive(Debug)]
@@ -222,6 +233,9 @@ impl Webhooks {
     /// deadline. Drain until `None`.
     pub fn poll(&mut self, now: u64) -> Option<WebhookAction> {
         self.tick(now);
+        if let Some(f) = self.in_flight.filter(|f| f.watchdog <= now) {
+            self.sent(now, f.id, Outcome::Failed("the request's answer never came back".into()));
+        }
         if self.state_dirty || !self.unsaved.is_empty() {
             self.state_dirty = false;
             return Some(WebhookAction::Save { events: std::mem::take(&mut self.unsaved), state: self.state() });
@@ -237,14 +251,16 @@ impl Webhooks {
         let last = self.queue.front(len).last()?.n;
         let body = body(now, self.queue.front(len).map(|e| e.json.as_str()));
         let signature = signature(self.config.secret.as_bytes(), body.as_bytes());
-        self.in_flight = Some(InFlight { last });
         self.requests += 1;
-        Some(WebhookAction::Send(WebhookRequest { url: self.config.url.clone(), body, signature, timestamp: now, events: len }))
+        let id = self.requests;
+        self.in_flight = Some(InFlight { id, last, watchdog: now.saturating_add(REQUEST_TIMEOUT_MS + WATCHDOG_SLACK_MS) });
+        Some(WebhookAction::Send(WebhookRequest { id, url: self.config.url.clone(), body, signature, timestamp: now, events: len }))
     }
 
-    /// The answer to the request in flight.
-    pub fn sent(&mut self, now: u64, outcome: Outcome) {
-        let Some(flight) = self.in_flight.take() else { return };
+    /// The answer to request `id` (ignored unless it is the one in flight).
+    pub fn sent(&mut self, now: u64, id: u64, outcome: Outcome) {
+        let Some(flight) = self.in_flight.filter(|f| f.id == id) else { return };
+        self.in_flight = None;
         match outcome {
             Outcome::Status(status) if (200..300).contains(&status) => {
                 self.sent += self.queue.pop_through(flight.last) as u64;
@@ -275,7 +291,8 @@ impl Webhooks {
     /// event: a vacancy's debounce, or a retry.
     pub fn next_deadline(&self) -> Option<u64> {
         let retry = (self.in_flight.is_none() && !self.queue.is_empty()).then_some(self.hold_until).flatten();
-        [self.vacate_at, retry].into_iter().flatten().min()
+        let watchdog = self.in_flight.map(|f| f.watchdog);
+        [self.vacate_at, retry, watchdog].into_iter().flatten().min()
     }
 
     pub fn stats(&self) -> WebhookStats {
@@ -299,7 +316,7 @@ impl Webhooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::WebhookSecret;
+    use crate::webhook::{WebhookSecret, REQUEST_TIMEOUT_MS};
     use proptest::prelude::*;
     use serde_json::Value;
     use std::collections::BTreeMap;
@@ -362,20 +379,20 @@ mod tests {
         assert_eq!(ids, ["pfx-1", "pfx-2", "pfx-3"]);
         w.observe(20, vec![removed("ana")], 1);
         assert!(drain(&mut w, 20).0.is_empty(), "one request at a time");
-        w.sent(30, Outcome::Status(204));
+        w.sent(30, w.requests, Outcome::Status(204));
         let (sends, others) = drain(&mut w, 30);
         assert_eq!(others, vec![WebhookAction::Forget { upto: 3 }]);
         assert_eq!(types(&sends[0]), ["member_removed:ana"]);
-        w.sent(31, Outcome::Status(200));
+        w.sent(31, w.requests, Outcome::Status(200));
         w.observe(40, vec![removed("bo")], 0);
         assert_eq!(w.next_deadline(), Some(1_040), "the debounce");
         let (sends, _) = drain(&mut w, 40);
         assert_eq!(types(&sends[0]), ["member_removed:bo"]);
-        w.sent(41, Outcome::Status(200));
+        w.sent(41, w.requests, Outcome::Status(200));
         assert!(drain(&mut w, 1_039).0.is_empty());
         let (sends, _) = drain(&mut w, 1_040);
         assert_eq!(types(&sends[0]), ["room_vacated"]);
-        w.sent(1_041, Outcome::Status(200));
+        w.sent(1_041, w.requests, Outcome::Status(200));
         let s = w.stats();
         assert_eq!((s.sent, s.requests, s.queued, s.occupied, s.dropped), (6, 4, 0, false, 0));
     }
@@ -392,7 +409,7 @@ mod tests {
             let (sends, _) = drain(&mut w, now);
             for r in &sends {
                 seen.extend(types(r));
-                w.sent(now, Outcome::Status(200));
+                w.sent(now, w.requests, Outcome::Status(200));
             }
             if sends.is_empty() {
                 break;
@@ -414,14 +431,14 @@ mod tests {
         w.observe(0, vec![added("ana")], 1);
         let (sends, _) = drain(&mut w, 0);
         let first = sends[0].body.clone();
-        w.sent(1, Outcome::Status(500));
+        w.sent(1, w.requests, Outcome::Status(500));
         let due = w.next_deadline().unwrap();
         assert!((501..=1_001).contains(&due), "{due}");
         assert!(drain(&mut w, due - 1).0.is_empty(), "held");
         let (sends, _) = drain(&mut w, due);
         assert_eq!(events(&sends[0]), serde_json::from_str::<Value>(&first).unwrap()["events"].as_array().unwrap().clone(), "the same events again");
         assert_ne!(sends[0].timestamp, 0, "a fresh timestamp");
-        w.sent(due, Outcome::Failed("connection refused".into()));
+        w.sent(due, w.requests, Outcome::Failed("connection refused".into()));
         let s = w.stats();
         assert_eq!((s.failed_attempts, s.last_status, s.last_error.as_deref(), s.queued), (2, None, Some("connection refused"), 2));
         let mut now = due;
@@ -429,7 +446,7 @@ mod tests {
         while w.stats().queued > 0 {
             now = w.next_deadline().unwrap();
             assert!(drain(&mut w, now).0.len() == 1);
-            w.sent(now, Outcome::Status(503));
+            w.sent(now, w.requests, Outcome::Status(503));
             attempts += 1;
         }
         assert!(now >= 300_000, "retried for the whole window: {now}");
@@ -439,7 +456,7 @@ mod tests {
         assert!(others.contains(&WebhookAction::Forget { upto: 2 }), "{others:?}");
         assert_eq!(w.stats().dropped, 2);
         // The next event goes out with the next id: the gap is not reused.
-        w.sent(now, Outcome::Status(200));
+        w.sent(now, w.requests, Outcome::Status(200));
         w.observe(now + 100_000, vec![added("bo")], 2);
         let (sends, _) = drain(&mut w, now + 100_000);
         assert_eq!(events(&sends[0])[0]["id"], "pfx-3");
@@ -482,6 +499,26 @@ mod tests {
         assert_eq!(w.stats().queued, crate::webhook::MAX_QUEUE_EVENTS + 1, "vacated in the reserve");
         let (sends, _) = drain(&mut w, 2_000);
         assert_eq!(sends[0].events, crate::webhook::MAX_BATCH_EVENTS, "requests are bounded");
+    }
+
+    #[test]
+    fn a_lost_answer_is_given_up_by_the_watchdog_and_a_late_one_is_ignored() {
+        let mut w = machine();
+        w.observe(0, vec![added("ana")], 1);
+        let (sends, _) = drain(&mut w, 0);
+        let first = sends[0].id;
+        let watchdog = REQUEST_TIMEOUT_MS + WATCHDOG_SLACK_MS;
+        assert_eq!(w.next_deadline(), Some(watchdog), "the alarm covers a request in flight");
+        assert!(drain(&mut w, watchdog - 1).0.is_empty());
+        assert!(drain(&mut w, watchdog).0.is_empty(), "failed, held for the backoff");
+        assert_eq!(w.stats().failed_attempts, 1);
+        let due = w.next_deadline().unwrap();
+        let (sends, _) = drain(&mut w, due);
+        assert_ne!(sends[0].id, first);
+        w.sent(due, first, Outcome::Status(200));
+        assert_eq!((w.stats().sent, w.stats().in_flight), (0, 2), "the late answer of the old attempt is ignored");
+        w.sent(due, sends[0].id, Outcome::Status(200));
+        assert_eq!((w.stats().sent, w.stats().queued), (2, 0));
     }
 
     #[derive(Debug, Clone)]
@@ -529,7 +566,13 @@ mod tests {
                         }
                         WebhookAction::Forget { upto } => stored.retain(|n, _| *n > upto),
                         WebhookAction::Send(r) => {
-                            assert!(out.is_none(), "one request at a time");
+                            // One request at a time: another only once the
+                            // machine gave the last one up (its answer never
+                            // came: the task was lost, like in a restart).
+                            if let Some(old) = out.as_ref() {
+                                let given_up = old.timestamp + REQUEST_TIMEOUT_MS + WATCHDOG_SLACK_MS;
+                                assert!(old.id < r.id && now >= given_up, "two requests in flight");
+                            }
                             *out = Some(r);
                         }
                     }
@@ -558,7 +601,7 @@ mod tests {
                             if status.is_some_and(|s| (200..300).contains(&s)) {
                                 accepted.extend(ns(&r));
                             }
-                            w.sent(now, outcome);
+                            w.sent(now, r.id, outcome);
                         }
                     }
                     Op::Restart => {
@@ -578,7 +621,7 @@ mod tests {
                 match out.take() {
                     Some(r) => {
                         accepted.extend(ns(&r));
-                        w.sent(now, Outcome::Status(200));
+                        w.sent(now, r.id, Outcome::Status(200));
                     }
                     None => match w.next_deadline() {
                         Some(t) => now = now.max(t),
