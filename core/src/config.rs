@@ -66,6 +66,10 @@ pub struct Config {
     /// `HERALD_FAULT_*`: fault injection, honoured only together with
     /// `HERALD_TRUST_REGION_PARAM=1` (all off otherwise).
     pub faults: crate::faults::FaultConfig,
+    /// `HERALD_WEBHOOK_URL`, `HERALD_WEBHOOK_SECRET`,
+    /// `HERALD_WEBHOOK_VACATE_MS`, `HERALD_WEBHOOK_RETRY_S`: `None` (off)
+    /// unless the URL is set. See [`crate::webhook::WebhookConfig`].
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 impl Default for Config {
@@ -93,6 +97,7 @@ impl Default for Config {
             max_batch: crate::room::MAX_BATCH_MESSAGES,
             presence: crate::presence::PresenceConfig::default(),
             faults: crate::faults::FaultConfig::default(),
+            webhook: None,
         }
     }
 }
@@ -153,7 +158,9 @@ impl Config {
         // Test-only knobs never take effect where regions are not trusted
         // (production): a stray variable cannot break a live room.
         let faults = if trust_region_param { faults } else { crate::faults::FaultConfig::default() };
+        let webhook = crate::webhook::WebhookConfig::from_vars(&lookup)?;
         Ok(Config {
+            webhook,
             default_region,
             faults,
             trust_region_param,
@@ -302,6 +309,8 @@ mod tests {
             ("HERALD_PRESENCE_GRACE_MS", "soon"),
             ("HERALD_WS_MAX_BUFFER_BYTES", "4MiB"),
             ("HERALD_MAX_CONNECTIONS_PER_RELAY", "many"),
+            ("HERALD_WEBHOOK_URL", "example.com/hook"),
+            ("HERALD_WEBHOOK_VACATE_MS", "2s"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
             assert_eq!(err.var, k);

@@ -26,6 +26,7 @@ pub mod server_frame;
 pub mod rate;
 pub mod single_flight;
 pub mod sse;
+pub mod webhook;
 
 pub use client_frame::{
     parse_client_frame, parse_history_bounds, parse_http_publish, parse_presence_bounds, ClientFrame, FrameError, FrameLimits, HistoryQuery,

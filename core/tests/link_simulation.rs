@@ -643,8 +643,8 @@ impl Sim {
                     self.room.storage.batches.clear();
                 }
                 RoomAction::RememberBatch { id, outcomes, ts } => self.room.storage.batches.push((id, outcomes, ts)),
-                // The simulation has no presence calls.
-                RoomAction::SavePresence { .. } => {}
+                // The simulation has no presence calls, and no webhooks.
+                RoomAction::SavePresence { .. } | RoomAction::Webhook(_) => {}
                 RoomAction::SetAlarm(at) => {
                     self.next_alarm += 1;
                     let n = self.next_alarm;

@@ -11,7 +11,9 @@ mod relay;
 mod room_object;
 mod router;
 mod storage;
+mod vars;
 mod wakeups;
+mod webhook;
 
 
 use worker::{event, Context, Env, Request, Response, Result};

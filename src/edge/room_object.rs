@@ -3,10 +3,11 @@
 //! `fetch` calls. It holds no sockets, so it is evicted whenever idle.
 
 use super::http::{header, json, json_text, read_json, reject};
-use super::{js, link_client, storage, wakeups};
+use super::{js, link_client, storage, wakeups, webhook};
 use herald_core::link::{self, join_answer, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport};
 use herald_core::room::{Delivery, RoomAction, RoomCore};
 use herald_core::server_frame::{batch_frame, history_frame};
+use herald_core::webhook::{Outcome, WebhookAction, WebhookRequest};
 use herald_core::{Config, ErrorCode, Rejection};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -30,7 +31,7 @@ struct RoomInner {
 impl DurableObject for Room {
     fn new(state: State, env: Env) -> Self {
         let wakeups = wakeups::constructed(&state.id().to_string());
-        let config = Config::from_vars(|k| env.var(k).ok().map(|v| v.to_string())).map_err(|e| e.to_string());
+        let config = super::vars::config(&env).map_err(|e| e.to_string());
         Room { inner: Rc::new(RoomInner { state, env, wakeups, config, core: RefCell::new(None) }) }
     }
 
@@ -97,6 +98,10 @@ impl RoomInner {
         core.set_http_publish_rate(config.pub_rate, config.pub_burst);
         core.set_http_history_rate(config.history_rate, config.history_burst);
         core.set_presence_config(config.presence);
+        if let Some(hook) = config.webhook.clone() {
+            let saved = webhook::load(&self.state.storage().sql())?;
+            core.set_webhooks(js::now_ms(), hook, saved, js::random_tag(12));
+        }
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }
@@ -262,10 +267,32 @@ impl RoomInner {
                         }
                     });
                 }
+                RoomAction::Webhook(WebhookAction::Save { events, state }) => webhook::save(&sql, &events, &state)?,
+                RoomAction::Webhook(WebhookAction::Forget { upto }) => webhook::forget(&sql, upto)?,
+                RoomAction::Webhook(WebhookAction::Send(request)) => {
+                    // Its own task: the fan-out never waits on the receiver.
+                    let this = Rc::clone(self);
+                    wasm_bindgen_futures::spawn_local(async move { this.send_webhook(request).await });
+                }
                 RoomAction::Deliver(delivery) => {
                     let this = Rc::clone(self);
                     wasm_bindgen_futures::spawn_local(async move { this.deliver(delivery).await });
                 }
+            }
+        }
+    }
+
+    /// One webhook request; its answer goes back to the core, which may
+    /// send the next batch or set the retry alarm.
+    async fn send_webhook(self: Rc<Self>, request: WebhookRequest) {
+        let outcome = webhook::send(&request).await;
+        if !matches!(outcome, Outcome::Status(200..=299)) {
+            let room = self.with_core(|c| c.room().to_owned()).unwrap_or_default();
+            console_error!("room {room}: webhook of {} events failed: {outcome:?}", request.events);
+        }
+        if self.with_core(|c| c.webhook_sent(js::now_ms(), request.id, outcome)).is_ok() {
+            if let Err(e) = self.pump() {
+                console_error!("room: {e}");
             }
         }
     }

@@ -13,7 +13,7 @@ use herald_core::{parse_history_bounds, parse_http_publish, parse_presence_bound
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
 pub async fn handle(req: Request, env: Env) -> Result<Response> {
-    let config = match Config::from_vars(|k| env.var(k).ok().map(|v| v.to_string())) {
+    let config = match super::vars::config(&env) {
         Ok(c) => c,
         Err(e) => return reject_with(ErrorCode::Internal, format!("server misconfigured: {e}")),
     };

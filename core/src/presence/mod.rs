@@ -19,7 +19,7 @@ mod local;
 mod roster;
 
 pub use local::{LocalPresence, PresenceReport};
-pub use roster::{Audience, Out, PresenceConfig, PresenceRow, Roster, SnapshotPage};
+pub use roster::{Audience, MemberChange, Out, PresenceConfig, PresenceRow, Roster, SnapshotPage};
 
 use crate::region::Region;
 use serde::{Deserialize, Serialize};

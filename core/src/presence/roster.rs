@@ -56,6 +56,15 @@ pub struct Out {
     pub frame: String,
 }
 
+/// A change in who is a member, in any mode (presence's counts mode is for
+/// clients; webhooks hear every member): `Added` when the roster gains a
+/// member, `Removed` when a member's grace ran out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberChange {
+    Added(String),
+    Removed(String),
+}
+
 /// A member's stored row: the member, the relays it is on, its grace.
 pub type PresenceRow = (Member, Vec<Region>, Option<u64>);
 
@@ -105,6 +114,8 @@ pub struct Roster {
     /// ones are found without walking every member (the Room asks for the
     /// next deadline after every event, publishes included).
     graces: BTreeSet<(u64, String)>,
+    /// Member changes not yet taken ([`Roster::poll_membership`]).
+    membership: VecDeque<MemberChange>,
 }
 
 impl Roster {
@@ -119,6 +130,7 @@ impl Roster {
             out: VecDeque::new(),
             changed: BTreeSet::new(),
             graces: BTreeSet::new(),
+            membership: VecDeque::new(),
         }
     }
 
@@ -167,6 +179,7 @@ impl Roster {
         *self.regions.entry(region).or_default() += 1;
         self.counts_dirty = true;
         self.changed.insert(user.clone());
+        self.membership.push_back(MemberChange::Added(user.clone()));
         let member = Member { user: user.clone(), info: info.clone(), region };
         self.members.insert(user, Entry { info, region, relays: BTreeSet::from([region]), grace_until: None });
         if self.mode == Mode::PerMember && self.count() > self.config.events_max {
@@ -214,6 +227,7 @@ impl Roster {
                     }
                 }
                 self.counts_dirty = true;
+                self.membership.push_back(MemberChange::Removed(user.clone()));
                 if self.mode == Mode::PerMember {
                     self.out.push_back(Out { audience: Audience::Full, frame: leave_frame(&user, e.region) });
                 }
@@ -244,6 +258,11 @@ impl Roster {
     /// The next presence frame to send, in order.
     pub fn poll_out(&mut self) -> Option<Out> {
         self.out.pop_front()
+    }
+
+    /// The next member change, in order (drained with the frames).
+    pub fn poll_membership(&mut self) -> Option<MemberChange> {
+        self.membership.pop_front()
     }
 
     /// When [`Roster::tick`] is next needed.

@@ -35,6 +35,7 @@
 //! last applied is ignored.
 
 mod presence;
+mod webhooks;
 
 pub use presence::{PresenceLink, PresenceRow};
 
@@ -140,6 +141,10 @@ pub enum RoomAction {
     /// Write these presence rows (`None`: delete the member's row), and
     /// replace the relays' presence positions.
     SavePresence { changed: Vec<(String, Option<PresenceRow>)>, links: Vec<PresenceLink> },
+    /// Webhook work: persist or forget events, or send a request (see
+    /// [`crate::webhook`]); report a request's answer with
+    /// [`RoomCore::webhook_sent`].
+    Webhook(crate::webhook::WebhookAction),
 }
 
 /// Which stored messages a history read returns: `after < seq <= upto`, at
@@ -344,6 +349,8 @@ pub struct RoomStats {
     pub faults: FaultStats,
     /// The Room's side of each relay link, for seeing where a delivery waits.
     pub links: BTreeMap<Region, LinkState>,
+    /// Webhook delivery (`null` when `HERALD_WEBHOOK_URL` is not set).
+    pub webhooks: Option<crate::webhook::WebhookStats>,
 }
 
 /// What the Room holds for one relay.
@@ -419,6 +426,8 @@ pub struct RoomCore {
     /// Per relay: the incarnation presence deltas are numbered in, and the
     /// next number expected.
     presence_links: BTreeMap<Region, (u64, u64)>,
+    /// `None` unless `HERALD_WEBHOOK_URL` is set.
+    webhooks: Option<crate::webhook::Webhooks>,
 }
 
 impl RoomCore {
@@ -460,6 +469,7 @@ impl RoomCore {
             history_buckets: crate::rate::Buckets::default(),
             roster: crate::presence::Roster::new(crate::presence::PresenceConfig::default()),
             presence_links: BTreeMap::new(),
+            webhooks: None,
         };
         match restored {
             Some(r) => {
@@ -686,7 +696,8 @@ impl RoomCore {
         let prune = self.history.next_deadline(now).map(|due| due.max(now + prune_gap).max(soonest));
         let link = self.relays.values().filter_map(RelayLink::deadline).filter(|&d| d > now).min();
         let presence = self.presence_deadline().map(|due| due.max(soonest));
-        let Some(due) = [prune, link, presence].into_iter().flatten().min() else { return };
+        let webhook = self.webhook_deadline().map(|due| due.max(soonest));
+        let Some(due) = [prune, link, presence, webhook].into_iter().flatten().min() else { return };
         if self.alarm_at.is_none_or(|at| due < at || at <= now) {
             self.alarm_at = Some(due);
             self.actions.push_back(RoomAction::SetAlarm(due));
@@ -909,6 +920,10 @@ impl RoomCore {
             if let Some(action) = self.actions.pop_front() {
                 return Some(action);
             }
+            if let Some(action) = self.poll_webhook() {
+                self.schedule_alarm(0);
+                return Some(action);
+            }
             let now = self.now;
             let due = self.relays.iter().find_map(|(region, l)| {
                 if l.calling {
@@ -1048,6 +1063,7 @@ impl RoomCore {
                     (*region, state)
                 })
                 .collect(),
+            webhooks: self.webhook_stats(),
         }
     }
 }

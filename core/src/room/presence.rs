@@ -87,6 +87,7 @@ impl RoomCore {
             let queued = Rc::new(Queued { uid, kind: Kind::Presence(audience), seq: None, ts: self.now, frame });
             self.enqueue(&queued);
         }
+        self.webhooks_observe();
         let changed = self.roster.take_changed();
         if !changed.is_empty() {
             let links = self.presence_links.iter().map(|(r, (inc, next))| (*r, *inc, *next)).collect();

@@ -100,7 +100,7 @@ impl DurableObject for Relay {
             Ok(pair) => state.set_websocket_auto_response(&pair),
             Err(e) => console_error!("relay: auto-response: {e:?}"),
         }
-        let config = Config::from_vars(|k| env.var(k).ok().map(|v| v.to_string())).map_err(|e| e.to_string());
+        let config = super::vars::config(&env).map_err(|e| e.to_string());
         Relay {
             inner: Rc::new(RelayInner {
                 state,
