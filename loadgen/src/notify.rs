@@ -4,8 +4,9 @@
 //! to every room, timing each subscriber from the moment the request is
 //! sent to the moment its message arrives: p50, p99 and the last one, the
 //! time to the batch's answer, and the workerd CPU per room (Worker, Rooms
-//! and relays together, from the processes' CPU time over the round).
-//! Herald only.
+//! and relays together, from the processes' CPU time over the round), and
+//! after each round how often three sampled rooms' objects have been
+//! constructed (woken) so far. Herald only.
 
 use crate::http::HttpConn;
 use crate::mode::{scan_messages, Mode};
@@ -54,6 +55,24 @@ async fn subscriber(
             }
         }
     }))
+}
+
+/// How many times the Room and the relays of three rooms (the first, the
+/// middle and the last) have been constructed so far, from their stats,
+/// read after the round (reading wakes the Room, so never before it): a
+/// rise from one round to the next shows objects that had been evicted or
+/// had hibernated and were woken by the batch.
+async fn sampled_wakeups(port: u16, rooms: &[String]) -> Value {
+    let picks = [0, rooms.len() / 2, rooms.len() - 1];
+    let (mut room, mut relays) = (0u64, 0u64);
+    for &k in &picks {
+        let Ok(stats) = crate::http::get_json(port, &format!("/v1/rooms/{}/stats", rooms[k])).await else {
+            return Value::Null;
+        };
+        room += stats["wakeups"]["room"].as_u64().unwrap_or(0);
+        relays += stats["wakeups"]["relays"].as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    }
+    json!({"rooms": picks.len(), "room": room, "relays": relays})
 }
 
 fn hist_ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -161,6 +180,7 @@ pub async fn run(target: &Target, o: &NotifyOpts) -> Result<Value> {
         }
         let procs_after = target.processes();
         let cpu = procs::cpu_delta_ms(&procs_before, &procs_after);
+        let wakeups = sampled_wakeups(target.port, &rooms).await;
         let per_room = |k: &str| cpu[k].as_f64().map(|ms| ms / o.rooms as f64);
         let entry = json!({
             "round": round,
@@ -179,6 +199,7 @@ pub async fn run(target: &Target, o: &NotifyOpts) -> Result<Value> {
             },
             "cpu": cpu,
             "cpu_ms_per_room": {"user": per_room("user_ms"), "proxy": per_room("proxy_ms")},
+            "sampled_wakeups": wakeups,
         });
         eprintln!(
             "[loadgen] {} round {round}: answered {answered_ms:.0} ms, p50 {:.1} ms, p99 {:.1} ms, last {:.1} ms, {received}/{expected} received, {dups} dup, {failed_rooms} rooms failed, CPU {} ms",

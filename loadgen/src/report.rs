@@ -196,13 +196,13 @@ pub fn render(dir: &Path) -> Result<String> {
     // Notifications: one batch publish to many rooms.
     let notifies: Vec<&Value> = files.iter().map(|(_, v)| v).filter(|v| v["kind"] == "notify").collect();
     if !notifies.is_empty() {
-        writeln!(md, "| notify (rooms, subscribers) | round | batch answered ms | p50 ms | p99 ms | last ms | received | dup | CPU ms per room (user+proxy) |")?;
-        writeln!(md, "|---|--:|--:|--:|--:|--:|--:|--:|--:|")?;
+        writeln!(md, "| notify (rooms, subscribers) | round | batch answered ms | p50 ms | p99 ms | last ms | received | dup | CPU ms per room (user+proxy) | wakeups so far, 3 sampled rooms (Room/relays) |")?;
+        writeln!(md, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
         for v in notifies {
             for r in v["rounds"].as_array().into_iter().flatten() {
                 writeln!(
                     md,
-                    "| {} rooms, {} subscribers | {} | {} | {} | {} | {} | {}/{} | {} | {}+{} |",
+                    "| {} rooms, {} subscribers | {} | {} | {} | {} | {} | {}/{} | {} | {}+{} | {}/{} |",
                     v["rooms"],
                     v["subscribers"],
                     r["round"],
@@ -215,6 +215,8 @@ pub fn render(dir: &Path) -> Result<String> {
                     r["duplicates"],
                     f(ptr(r, "/cpu_ms_per_room/user"), 2),
                     f(ptr(r, "/cpu_ms_per_room/proxy"), 2),
+                    r["sampled_wakeups"]["room"],
+                    r["sampled_wakeups"]["relays"],
                 )?;
             }
         }
