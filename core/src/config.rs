@@ -63,6 +63,11 @@ pub struct Config {
     pub presence: crate::presence::PresenceConfig,
     /// `HERALD_MAX_BATCH`: most messages per client batch frame.
     pub max_batch: usize,
+    /// `HERALD_BATCH_MAX_ROOMS`: most rooms one batch publish
+    /// (`POST /v1/publish`) names.
+    pub batch_max_rooms: usize,
+    /// `HERALD_BATCH_MAX_BYTES`: the largest batch publish body.
+    pub batch_max_bytes: usize,
     /// `HERALD_FAULT_*`: fault injection, honoured only together with
     /// `HERALD_TRUST_REGION_PARAM=1` (all off otherwise).
     pub faults: crate::faults::FaultConfig,
@@ -95,6 +100,8 @@ impl Default for Config {
             max_connections_per_relay: 10_000,
             max_connections_per_user: 100,
             max_batch: crate::room::MAX_BATCH_MESSAGES,
+            batch_max_rooms: crate::batch::DEFAULT_MAX_ROOMS,
+            batch_max_bytes: crate::batch::DEFAULT_MAX_BYTES,
             presence: crate::presence::PresenceConfig::default(),
             faults: crate::faults::FaultConfig::default(),
             webhook: None,
@@ -217,12 +224,24 @@ impl Config {
                 grace_ms: int("HERALD_PRESENCE_GRACE_MS", 0..=60_000, "milliseconds, from 0 to 60000", d.presence.grace_ms)?,
             },
             max_batch: int("HERALD_MAX_BATCH", 1..=1000, "an integer from 1 to 1000", d.max_batch as u64)? as usize,
+            batch_max_rooms: int("HERALD_BATCH_MAX_ROOMS", 1..=10_000, "rooms, from 1 to 10000", d.batch_max_rooms as u64)? as usize,
+            batch_max_bytes: int(
+                "HERALD_BATCH_MAX_BYTES",
+                1024..=33_554_432,
+                "bytes, from 1024 to 33554432",
+                d.batch_max_bytes as u64,
+            )? as usize,
         })
     }
 
     /// The limits client frames are parsed with.
     pub fn frame_limits(&self) -> FrameLimits {
         FrameLimits { max_bytes: self.max_frame_bytes, max_depth: self.max_depth }
+    }
+
+    /// The bounds of a batch publish.
+    pub fn batch_limits(&self) -> crate::batch::BatchLimits {
+        crate::batch::BatchLimits { max_rooms: self.batch_max_rooms, max_bytes: self.batch_max_bytes, frame: self.frame_limits() }
     }
 
     /// What the Room keeps and for how long.
@@ -288,6 +307,9 @@ mod tests {
             .unwrap()
             .retention();
         assert_eq!((r.max_messages, r.ttl_ms, r.dedup_window_ms), (5, 2000, 300_000));
+        let batch = Config::from_vars(vars(&[("HERALD_BATCH_MAX_ROOMS", "5"), ("HERALD_BATCH_MAX_BYTES", "4096")])).unwrap();
+        assert_eq!((batch.batch_limits().max_rooms, batch.batch_limits().max_bytes), (5, 4096));
+        assert_eq!((Config::default().batch_max_rooms, Config::default().batch_max_bytes), (1000, 1 << 20));
         let demo = Config::from_vars(vars(&[("HERALD_DEMO_ROOMS", "demo:*, lobby")])).unwrap().demo_rooms;
         assert_eq!(demo.patterns(), ["demo:*", "lobby"]);
         assert!(Config::default().demo_rooms.is_empty(), "demo tokens are off unless configured");
@@ -311,6 +333,9 @@ mod tests {
             ("HERALD_MAX_CONNECTIONS_PER_RELAY", "many"),
             ("HERALD_WEBHOOK_URL", "example.com/hook"),
             ("HERALD_WEBHOOK_VACATE_MS", "2s"),
+            ("HERALD_BATCH_MAX_ROOMS", "0"),
+            ("HERALD_BATCH_MAX_ROOMS", "10001"),
+            ("HERALD_BATCH_MAX_BYTES", "1MiB"),
         ] {
             let err = Config::from_vars(vars(&[(k, v)])).unwrap_err();
             assert_eq!(err.var, k);

@@ -7,6 +7,7 @@
 pub mod abuse;
 pub mod auth;
 pub mod backoff;
+pub mod batch;
 pub mod body;
 pub mod client_frame;
 pub mod close_code;

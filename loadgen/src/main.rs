@@ -11,12 +11,16 @@
 //! * `presence`: N members of one room over the target's regions; the time
 //!   until the Room counts them exactly, its CPU, and the Room's deliveries
 //!   per presence change.
+//! * `notify`: subscribers on many rooms (1 to 3 each), then rounds of one
+//!   batch publish to every room; the time from the request to each
+//!   subscriber's message, and the CPU per room (Herald).
 //! * `report`: turn the JSON files of a bench run into a markdown table.
 //!
 //! Loopback only: every URL is built from 127.0.0.1 and a port.
 
 mod http;
 mod mode;
+mod notify;
 mod presence;
 mod procs;
 mod report;
@@ -145,6 +149,25 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Subscribers on --rooms rooms (room k has 1 + k mod 3), then per
+    /// round one batch publish (`POST /v1/publish`) to every room (Herald).
+    Notify {
+        #[arg(long = "target")]
+        target: String,
+        #[arg(long, default_value_t = 1000)]
+        rooms: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 64)]
+        connect_concurrency: usize,
+        /// How long a round waits for every subscriber's message.
+        #[arg(long, default_value_t = 60)]
+        deadline_s: u64,
+        #[arg(long, default_value = "notify")]
+        label: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     Report {
         /// Result directory of one bench run.
         dir: PathBuf,
@@ -202,6 +225,17 @@ fn main() -> Result<()> {
                         let target = Target::parse(&target)?;
                         let deadline = Duration::from_secs(deadline_s);
                         (out, presence::run(&target, &room, n, connect_concurrency, deadline).await?)
+                    }
+                    Cmd::Notify { target, rooms, rounds, connect_concurrency, deadline_s, label, out } => {
+                        let target = Target::parse(&target)?;
+                        let opts = notify::NotifyOpts {
+                            rooms,
+                            rounds,
+                            concurrency: connect_concurrency,
+                            deadline: Duration::from_secs(deadline_s),
+                            label,
+                        };
+                        (out, notify::run(&target, &opts).await?)
                     }
                     Cmd::Report { .. } | Cmd::RuntimePort { .. } | Cmd::Check { .. } => unreachable_cmd()?,
                 };

@@ -35,6 +35,21 @@ pub fn problems(dir: &Path) -> Result<Vec<String>> {
         if v["kind"] == "presence" && v["exact"] != true {
             out.push(format!("{file}: presence counted {} of {} members ({} opened)", v["counted"], v["requested"], v["opened"]));
         }
+        if v["kind"] == "notify" {
+            for r in v["rounds"].as_array().cloned().unwrap_or_default() {
+                let clean = r["received"] == r["expected"]
+                    && r["duplicates"] == 0
+                    && r["failed_rooms"] == 0
+                    && r["results_in_order"] == true
+                    && r["seqs_ok"] == true;
+                if !clean {
+                    out.push(format!(
+                        "{file}: notify round {}: received {} of {}, {} duplicates, {} rooms failed, results in order {}, seqs {}",
+                        r["round"], r["received"], r["expected"], r["duplicates"], r["failed_rooms"], r["results_in_order"], r["seqs_ok"]
+                    ));
+                }
+            }
+        }
         if v["kind"] != "run" {
             continue;
         }
@@ -174,6 +189,36 @@ pub fn render(dir: &Path) -> Result<String> {
                 f(p["deliveries_per_change"].as_f64(), 3),
                 p["relays"],
             )?;
+        }
+        writeln!(md)?;
+    }
+
+    // Notifications: one batch publish to many rooms.
+    let notifies: Vec<&Value> = files.iter().map(|(_, v)| v).filter(|v| v["kind"] == "notify").collect();
+    if !notifies.is_empty() {
+        writeln!(md, "| notify (rooms, subscribers) | round | batch answered ms | p50 ms | p99 ms | last ms | received | dup | CPU ms per room (user+proxy) | wakeups so far, 3 sampled rooms (Room/relays) |")?;
+        writeln!(md, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")?;
+        for v in notifies {
+            for r in v["rounds"].as_array().into_iter().flatten() {
+                writeln!(
+                    md,
+                    "| {} rooms, {} subscribers | {} | {} | {} | {} | {} | {}/{} | {} | {}+{} | {}/{} |",
+                    v["rooms"],
+                    v["subscribers"],
+                    r["round"],
+                    f(ptr(r, "/answered_ms"), 0),
+                    f(ptr(r, "/latency_ms/p50"), 1),
+                    f(ptr(r, "/latency_ms/p99"), 1),
+                    f(ptr(r, "/latency_ms/last"), 1),
+                    r["received"],
+                    r["expected"],
+                    r["duplicates"],
+                    f(ptr(r, "/cpu_ms_per_room/user"), 2),
+                    f(ptr(r, "/cpu_ms_per_room/proxy"), 2),
+                    r["sampled_wakeups"]["room"],
+                    r["sampled_wakeups"]["relays"],
+                )?;
+            }
         }
         writeln!(md)?;
     }

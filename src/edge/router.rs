@@ -7,9 +7,11 @@ use super::js;
 use super::link_client::{HistoryRate, RoomLink};
 use herald_core::link::relay_name;
 use herald_core::link::{self, path, LinkPub};
-use herald_core::auth::{authorize, Capability, Grant, Keys};
+use herald_core::auth::{authorize, verify_token, Capability, Grant, Keys};
+use herald_core::batch;
 use herald_core::rate::http_rate_key;
 use herald_core::{parse_history_bounds, parse_http_publish, parse_presence_bounds, validate_room, Config, ErrorCode, Region, Rejection};
+use futures::StreamExt;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
 pub async fn handle(req: Request, env: Env) -> Result<Response> {
@@ -25,6 +27,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         (Method::Get, ["healthz"]) => json_text(r#"{"ok":true}"#.into(), 200),
         (_, ["healthz"]) => reject_with(ErrorCode::MethodNotAllowed, "only GET is allowed here"),
         (_, ["v1", "demo", "token"]) => super::demo_token::handle(&req, &env, &config),
+        (Method::Post, ["v1", "publish"]) => batch_publish(req, &env, &config).await,
+        (_, ["v1", "publish"]) => reject_with(ErrorCode::MethodNotAllowed, "only POST is allowed here"),
         (_, ["v1", "rooms", room, rest @ ..]) => {
             let room = percent_decode(room);
             if let Err(r) = validate_room(&room) {
@@ -284,4 +288,60 @@ async fn publish(req: Request, env: &Env, config: &Config, room: &str, grant: &G
 
 async fn stats(env: &Env, room: &str) -> Result<Response> {
     RoomLink::new(env, room)?.stats().await
+}
+
+/// `POST /v1/publish`: one message to each of many rooms. The token is
+/// checked first (401 before the body is read), then the whole body, every
+/// room name and `pub` on every room, all in the core: a batch refused
+/// there publishes nothing. Then each room gets the same Room call as a
+/// single HTTP publish (its dedup, its per-user rate, `admin` exempt), at
+/// most [`batch::PARALLEL_ROOM_CALLS`] at a time, and the answer is 200
+/// with one result per room in input order, failed rooms included.
+async fn batch_publish(req: Request, env: &Env, config: &Config) -> Result<Response> {
+    let keys = match keys(env) {
+        Ok(k) => k,
+        Err(e) => return reject_with(ErrorCode::Internal, format!("server misconfigured: {e}")),
+    };
+    let token = presented_token(&req);
+    let claims = match verify_token(token.as_deref(), keys.as_ref(), js::now_ms() / 1000, config.clock_skew_s) {
+        Ok(c) => c,
+        Err(r) => return reject(&r),
+    };
+    let body = match read_body_bounded(&req, config.batch_max_bytes).await? {
+        Ok(b) => b,
+        Err(r) => return reject(&r),
+    };
+    let entries = match batch::parse_batch(&body, config.batch_limits()) {
+        Ok(e) => e,
+        Err(r) => return reject(&r),
+    };
+    let exempt = match batch::authorize_batch(&claims, &entries) {
+        Ok(e) => e,
+        Err(r) => return reject(&r),
+    };
+    let from = &claims.sub;
+    let calls = entries.iter().zip(exempt).map(|(entry, exempt)| async move {
+        // Built when the call starts: only the calls in flight hold a copy.
+        let link_pub = LinkPub { from: Some(from.clone()), data: entry.data.to_owned(), mid: entry.mid.clone(), eph: entry.ephemeral };
+        match batch_room_call(env, &entry.room, &link_pub, exempt).await {
+            Ok(result) => result,
+            Err(e) => {
+                let text = e.to_string();
+                worker::console_error!("batch publish to {}: {text}", entry.room);
+                batch::failed(&entry.room, batch::call_failure_code(&text), "the room call failed; retry with the same mid", None)
+            }
+        }
+    });
+    let results: Vec<String> = futures::stream::iter(calls).buffered(batch::PARALLEL_ROOM_CALLS).collect().await;
+    json_text(batch::answer_body(&results), 200)
+}
+
+/// One room of a batch: the single publish's Room call, its answer turned
+/// into the room's result.
+async fn batch_room_call(env: &Env, room: &str, link_pub: &LinkPub, exempt: bool) -> Result<String> {
+    let mut resp = RoomLink::new(env, room)?.http_publish(link_pub, exempt).await?;
+    let status = resp.status_code();
+    let retry_after = resp.headers().get("retry-after")?;
+    let text = resp.text().await?;
+    Ok(batch::room_result(room, status, &text, retry_after.as_deref()))
 }

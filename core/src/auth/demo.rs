@@ -159,7 +159,7 @@ mod tests {
         let claims = verify_with_keys(&t.token, &keys, NOW, 0).unwrap();
         assert_eq!((claims.sub.as_str(), claims.exp, claims.iat), ("guest-abc123", Some(NOW + 3600), Some(NOW)));
         assert_eq!(claims.info.as_deref(), Some(r#"{"name":"Ana"}"#));
-        let caps = claims.rooms.caps_for("demo:x");
+        let caps = claims.rooms.caps_for("demo:x", &claims.sub);
         assert!(DEMO_CAPS.iter().all(|c| caps.has(*c)) && !caps.has(Capability::Admin), "{caps:?}");
 
         let none = RoomPatterns::default();

@@ -70,25 +70,37 @@ pub fn authorize(
     skew_s: u64,
 ) -> Result<Grant, Rejection> {
     match token {
-        Some(token) => {
-            let keys = keys.ok_or_else(|| {
-                Rejection::new(ErrorCode::Unauthorized, "this server accepts no tokens (HERALD_SECRET is not set)")
-            })?;
-            let claims = verify_with_keys(token, keys, now_s, skew_s).map_err(AuthError::rejection)?;
-            Ok(Grant {
-                caps: claims.rooms.caps_for(room),
-                user: Some(claims.sub),
-                expires_s: claims.exp,
-                info: claims.info,
-            })
-        }
+        Some(token) => Ok(verify_token(Some(token), keys, now_s, skew_s)?.grant(room)),
         None if public_rooms.matches(room) => Ok(Grant {
             user: None,
             caps: CapabilitySet::only(Capability::Sub),
             expires_s: None,
             info: None,
         }),
-        None => Err(Rejection::new(ErrorCode::Unauthorized, "a token is required: ?token= or Authorization: Bearer")),
+        None => verify_token(None, keys, now_s, skew_s).map(|claims| claims.grant(room)),
+    }
+}
+
+/// Verifies a presented token (`None`: none was, which is refused) and
+/// returns its claims, for a request that names its rooms only in its
+/// body (batch publish): verified once, then [`Claims::grant`] per room.
+pub fn verify_token(token: Option<&str>, keys: Option<&Keys>, now_s: u64, skew_s: u64) -> Result<Claims, Rejection> {
+    let token = token.ok_or_else(|| Rejection::new(ErrorCode::Unauthorized, "a token is required: ?token= or Authorization: Bearer"))?;
+    let keys = keys
+        .ok_or_else(|| Rejection::new(ErrorCode::Unauthorized, "this server accepts no tokens (HERALD_SECRET is not set)"))?;
+    verify_with_keys(token, keys, now_s, skew_s).map_err(AuthError::rejection)
+}
+
+impl Claims {
+    /// What these (verified) claims allow in `room`: the capabilities of
+    /// every pattern matching it, `{sub}` patterns expanded with `sub`.
+    pub fn grant(&self, room: &str) -> Grant {
+        Grant {
+            caps: self.rooms.caps_for(room, &self.sub),
+            user: Some(self.sub.clone()),
+            expires_s: self.exp,
+            info: self.info.clone(),
+        }
     }
 }
 
@@ -159,6 +171,35 @@ mod tests {
             "a broken token is refused even on a public room"
         );
         assert_eq!(authorize(Some(&t), "chat:a", None, &public, 100, 2).unwrap_err().code, ErrorCode::Unauthorized);
+    }
+
+    #[test]
+    fn sub_patterns_through_authorize() {
+        let public = RoomPatterns::parse("user:{sub}");
+        let t = |sub: &str| mint_hs256(&json!({"sub":sub,"rooms":{"user:{sub}":["sub","history"]}}), SECRET);
+        let g = authorize(Some(&t("alice")), "user:alice", Some(&keys()), &public, 0, 2).unwrap();
+        assert!(g.require(Capability::Sub).is_ok() && g.require(Capability::History).is_ok());
+        assert_eq!(g.require(Capability::Pub).unwrap_err().code, ErrorCode::Forbidden);
+        let bob = authorize(Some(&t("alice")), "user:bob", Some(&keys()), &public, 0, 2).unwrap();
+        assert_eq!(bob.require(Capability::Sub).unwrap_err().code, ErrorCode::Forbidden);
+        let slash = authorize(Some(&t("a/b")), "user:a", Some(&keys()), &public, 0, 2).unwrap();
+        assert_eq!(slash.caps, CapabilitySet::default());
+        assert_eq!(
+            authorize(None, "user:alice", Some(&keys()), &public, 0, 2).unwrap_err().code,
+            ErrorCode::Unauthorized,
+            "public patterns hold no user to expand"
+        );
+    }
+
+    #[test]
+    fn verify_once_then_grant_per_room() {
+        assert_eq!(verify_token(None, Some(&keys()), 0, 2).unwrap_err().code, ErrorCode::Unauthorized);
+        let t = token(json!({"a":["pub"],"b":["pub","admin"]}), 1000);
+        assert_eq!(verify_token(Some(&t), None, 0, 2).unwrap_err().code, ErrorCode::Unauthorized);
+        let claims = verify_token(Some(&t), Some(&keys()), 100, 2).unwrap();
+        assert!(claims.grant("a").require(Capability::Pub).is_ok());
+        assert!(claims.grant("a").require(Capability::Admin).is_err() && claims.grant("b").require(Capability::Admin).is_ok());
+        assert_eq!(claims.grant("c").require(Capability::Pub).unwrap_err().code, ErrorCode::Forbidden);
     }
 
     #[test]

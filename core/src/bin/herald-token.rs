@@ -11,7 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const USAGE: &str = "usage: herald-token [--sub USER] [--room PATTERN=CAP,CAP]... [--ttl SECONDS] [--info JSON]
   --sub   the user id (default: dev)
   --room  a room name or a prefix ending in *, with capabilities among
-          sub pub presence history admin (default: *=sub,pub,presence,history)
+          sub pub presence history admin (default: *=sub,pub,presence,history);
+          {sub} in it stands for the user: 'user:{sub}=sub,history'
   --ttl   seconds until the token expires (default: 3600)
   --info  a JSON object carried into presence (at most 1 KiB)
   --kid   which key of HERALD_SECRET's kid=secret pairs signs (default: the first)
