@@ -37,6 +37,11 @@ export interface ResetEvent {
   reason: "erased" | "pruned" | "not_recovered";
 }
 
+/** The user's read mark moved, on this device or another one. */
+export interface ReadEvent {
+  seq: number;
+}
+
 export interface Member {
   user: string;
   info?: unknown;
@@ -111,14 +116,31 @@ export class Room {
   /** This connection's id and relay region, once welcomed. */
   readonly conn: string | null;
   readonly region: string | null;
+  /**
+   * The user's unread count in the last welcome: stored messages after
+   * their read mark, up to the welcome's seq, that others published.
+   * `null` when the welcome had none (no `sub`, a room nobody has marked
+   * read yet, or the room could not be asked). Not kept live.
+   */
+  readonly unread: number | null;
+  /** The user's read mark as last heard from the room (a welcome, a `read` frame); null until then. */
+  readonly readSeq: number | null;
   on(event: "message", fn: (m: Message) => void): () => void;
   on(event: "presence", fn: (p: Presence) => void): () => void;
   on(event: "state", fn: (s: StateEvent) => void): () => void;
   on(event: "reset", fn: (r: ResetEvent) => void): () => void;
+  on(event: "read", fn: (r: ReadEvent) => void): () => void;
   on(event: "error", fn: (e: HeraldError) => void): () => void;
   off(event: string, fn: Function): void;
   /** Resolves with the stored seq once acknowledged (null for ephemeral). */
   publish(data: unknown, options?: { ephemeral?: boolean }): Promise<number | null>;
+  /**
+   * Marks everything up to `seq` read for this user on every device. Only
+   * a mark above the last known one is sent; offline (or over SSE) the
+   * highest waits for the next socket. Throws a TypeError for anything but
+   * a whole number ≥ 0.
+   */
+  read(seq: number): void;
   presence(): Presence;
   history(options?: { since?: number; limit?: number }): Promise<HistoryPage>;
   close(): void;

@@ -1,6 +1,7 @@
 // One room, as an app sees it: a connection that comes back by itself,
 // messages exactly once and in seq order across every reconnect, publishes
-// that survive being offline, and the room's presence kept live.
+// that survive being offline, the room's presence kept live, and the
+// user's read mark shared by all their devices.
 //
 // States: connecting → open ⇄ reconnecting → closed. Every change is a
 // `state` event carrying the reason. Decisions follow docs/PROTOCOL.md:
@@ -15,7 +16,7 @@ import { TokenSource } from "./token_source.js";
 import { openSse } from "./transport_sse.js";
 import { openWebSocket } from "./transport_ws.js";
 
-const EVENTS = ["message", "presence", "state", "reset", "error"];
+const EVENTS = ["message", "presence", "state", "reset", "read", "error"];
 
 /** Defaults of the timing options, in milliseconds. */
 export const defaults = Object.freeze({
@@ -38,7 +39,7 @@ export const defaults = Object.freeze({
   maxFrameBytes: 65_536,
 });
 
-/** Publish retry delays after `rate_limited`/`overloaded` (full jitter). */
+/** Publish (and read mark) retry delays after `rate_limited`/`overloaded` (full jitter). */
 const PUBLISH_RETRY = { base: 250, cap: 5_000 };
 
 /** The page size for presence snapshots (the most the server gives). */
@@ -95,6 +96,15 @@ export class Room {
     this.conn = null;
     this.region = null;
     this.presenceState = new PresenceState();
+    /** The user's unread count in the last welcome (null when it had none). */
+    this.unread = null;
+    /** The user's read mark as last heard from the room (null: not yet). */
+    this.readSeq = null;
+    /** A mark `read()` was given that the room has not confirmed yet. */
+    this.pendingRead = null;
+    /** The `read` frame on the wire: {id, seq}. */
+    this.readInFlight = null;
+    this.readRetries = 0;
 
     this.clientId = randomTag(this.random);
     this.nextId = 1;
@@ -168,6 +178,20 @@ export class Room {
       this.outbox.push({ id, mid, ephemeral, frame, body, resolve, reject, sent: false, retries: 0, notBefore: 0 });
       this.pump();
     });
+  }
+
+  /**
+   * Mark everything up to `seq` read, for this user on every device. Only
+   * a higher mark than the last known one is sent; while offline (or over
+   * SSE, which cannot send frames) the highest waits for the next socket.
+   * Every connection of the user then gets a `read` event.
+   */
+  read(seq) {
+    if (!Number.isSafeInteger(seq) || seq < 0) throw new TypeError("herald: read(seq) takes a whole number ≥ 0");
+    if (this.state === "closed") return;
+    if (seq <= Math.max(this.readSeq ?? -1, this.pendingRead ?? -1)) return;
+    this.pendingRead = seq;
+    this.sendRead();
   }
 
   /** The room's presence as last seen: `{count, regions, members}`. */
@@ -411,6 +435,7 @@ export class Room {
 
   /** Publishes and requests in flight on a connection that is gone. */
   onDisconnected() {
+    this.readInFlight = null; // the pending mark goes again after the next welcome
     const kept = [];
     for (const entry of this.outbox) {
       if (entry.sent && entry.ephemeral) {
@@ -457,7 +482,16 @@ export class Room {
         if (reset) this.emit("reset", reset);
         return;
       }
+      case "read":
+        return this.onReadMark(f.seq);
       case "ack": {
+        if (this.readInFlight && f.id === this.readInFlight.id) {
+          this.readInFlight = null;
+          this.readRetries = 0;
+          this.onReadMark(f.seq);
+          this.sendRead(); // a higher one asked for meanwhile
+          return;
+        }
         const entry = this.takePublish(f.id);
         if (entry) entry.resolve(f.seq ?? null);
         this.pump();
@@ -493,6 +527,8 @@ export class Room {
     if (!this.useSse) this.wsFailures = 0;
     this.conn = f.conn;
     this.region = f.region;
+    this.unread = typeof f.unread === "number" ? f.unread : null;
+    if (typeof f.read === "number") this.onReadMark(f.read);
     const { position, reset } = afterWelcome(this.position, f);
     this.position = position;
     if (reset) this.emit("reset", reset);
@@ -500,6 +536,25 @@ export class Room {
     if (this.options.presence) this.readPresence();
     this.schedulePing();
     this.pump();
+    this.sendRead();
+  }
+
+  /** The user's mark moved (here or on another device): a `read` event. */
+  onReadMark(seq) {
+    if (typeof seq !== "number") return;
+    if (this.pendingRead !== null && seq >= this.pendingRead) this.pendingRead = null;
+    if (this.readSeq !== null && seq <= this.readSeq) return;
+    this.readSeq = seq;
+    this.emit("read", { seq });
+  }
+
+  /** Sends the pending mark, one `read` frame at a time, on an open socket. */
+  sendRead() {
+    if (this.pendingRead === null || this.readInFlight || this.timers.read !== undefined) return;
+    if (this.state !== "open" || this.useSse || !this.transport) return;
+    const id = `m${this.nextId++}`;
+    const seq = this.pendingRead;
+    if (this.transport.send(JSON.stringify({ t: "read", id, seq }))) this.readInFlight = { id, seq };
   }
 
   onMessage(f) {
@@ -524,6 +579,17 @@ export class Room {
   }
 
   onError(f) {
+    if (this.readInFlight && f.id === this.readInFlight.id) {
+      this.readInFlight = null;
+      if (f.code === "rate_limited" || f.code === "overloaded" || f.code === "internal") {
+        const delay = backoffDelay(this.readRetries++, PUBLISH_RETRY, this.random) + 50;
+        this.setTimer("read", delay, () => this.sendRead());
+        return;
+      }
+      this.pendingRead = null; // e.g. unauthorized: an anonymous reader has no mark
+      this.emit("error", new HeraldError(f.code, f.message));
+      return;
+    }
     const entry = f.id === null || f.id === undefined ? null : this.outbox.find((e) => e.id === f.id && e.sent);
     if (entry) {
       if (f.code === "rate_limited" || f.code === "overloaded") {

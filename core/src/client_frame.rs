@@ -29,6 +29,18 @@ pub fn parse_seq(text: &str) -> Result<u64, Rejection> {
     }
 }
 
+/// The longest user id (a token's `sub`), in bytes.
+pub const MAX_USER_BYTES: usize = 128;
+
+/// A user named in a query (`?user=U`): what a token's `sub` may be, 1 to
+/// [`MAX_USER_BYTES`] bytes.
+pub fn parse_user(user: Option<&str>) -> Result<&str, Rejection> {
+    match user {
+        Some(u) if !u.is_empty() && u.len() <= MAX_USER_BYTES => Ok(u),
+        _ => Err(bad(format!("user is required: a token's sub, 1 to {MAX_USER_BYTES} bytes"))),
+    }
+}
+
 /// `?since=N&epoch=E` on a connect: both or neither.
 pub fn parse_resume(since: Option<&str>, epoch: Option<&str>) -> Result<Option<(u64, String)>, Rejection> {
     match (since, epoch) {
@@ -97,6 +109,21 @@ pub enum ClientFrame<'a> {
     History(HistoryQuery<'a>),
     /// `{"t":"presence","id":I,"cursor":S,"limit":L}`: a snapshot page.
     Presence(PresenceQuery<'a>),
+    /// `{"t":"read","id":I,"seq":N}`: the user has read up to seq N.
+    Read(ReadMark<'a>),
+}
+
+/// A user's read mark: everything up to `seq` is read.
+#[derive(Debug)]
+pub struct ReadMark<'a> {
+    pub id: Option<&'a RawValue>,
+    pub seq: u64,
+}
+
+impl PartialEq for ReadMark<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        (raw_text(self.id), self.seq) == (raw_text(o.id), o.seq)
+    }
 }
 
 /// A page of the room's members after `cursor`, at most `limit`.
@@ -217,6 +244,8 @@ struct WireFrame<'a> {
     limit: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     cursor: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    seq: Option<&'a RawValue>,
 }
 
 fn bad(message: impl Into<String>) -> Rejection {
@@ -335,6 +364,13 @@ pub fn parse_client_frame(text: &str, limits: FrameLimits) -> Result<ClientFrame
             let (cursor, limit) =
                 parse_presence_bounds(wire.cursor.map(RawValue::get), wire.limit.map(RawValue::get), true).map_err(with_id)?;
             Ok(ClientFrame::Presence(PresenceQuery { id, cursor, limit }))
+        }
+        "read" => {
+            let seq = wire.seq.ok_or_else(|| bad("seq is required: the last seq the user has read")).map_err(with_id)?;
+            let seq = parse_seq(seq.get())
+                .map_err(|_| bad(format!("seq must be a whole number from 0 to {MAX_SEQ}")))
+                .map_err(with_id)?;
+            Ok(ClientFrame::Read(ReadMark { id, seq }))
         }
         other => {
             let shown: String = other.chars().take(32).collect();
@@ -461,6 +497,34 @@ mod tests {
         }
         assert_eq!(parse_history_bounds(Some("3"), Some("10")).unwrap(), (3, 10));
         assert!(parse_history_bounds(Some("a"), None).is_err());
+    }
+
+    #[test]
+    fn users_in_queries() {
+        assert_eq!(parse_user(Some("ana 🦀")), Ok("ana 🦀"));
+        assert!(parse_user(None).is_err() && parse_user(Some("")).is_err());
+        assert!(parse_user(Some(&"x".repeat(MAX_USER_BYTES))).is_ok());
+        assert_eq!(parse_user(Some(&"x".repeat(MAX_USER_BYTES + 1))).unwrap_err().code, ErrorCode::BadFrame);
+    }
+
+    #[test]
+    fn read_frames() {
+        let ClientFrame::Read(r) = parse_client_frame(r#"{"t":"read","seq":3}"#, LIMITS).unwrap() else { panic!() };
+        assert_eq!((r.id.map(RawValue::get), r.seq), (None, 3));
+        let ClientFrame::Read(r) = parse_client_frame(r#"{"t":"read","id":"r1","seq":0}"#, LIMITS).unwrap() else { panic!() };
+        assert_eq!((r.id.map(RawValue::get), r.seq), (Some(r#""r1""#), 0));
+        for bad in [
+            r#"{"t":"read"}"#,
+            r#"{"t":"read","seq":-1}"#,
+            r#"{"t":"read","seq":1.5}"#,
+            r#"{"t":"read","seq":"3"}"#,
+            r#"{"t":"read","seq":null}"#,
+            r#"{"t":"read","seq":9223372036854775808}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::BadFrame, "{bad}");
+        }
+        let e = parse_client_frame(r#"{"t":"read","id":4,"seq":"x"}"#, LIMITS).unwrap_err();
+        assert_eq!(e.id.map(RawValue::get), Some("4"), "the err carries the id");
     }
 
     #[test]

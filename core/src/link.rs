@@ -49,6 +49,15 @@ pub mod path {
     pub const PRESENCE: &str = "/_herald/presence";
     /// A page of the members: `?cursor=&limit=`.
     pub const PRESENCE_SNAPSHOT: &str = "/_herald/presence-snapshot";
+    /// Relay → Room: a user's `read` frame, a [`super::ReadCall`],
+    /// answered [`super::ReadReply`].
+    pub const READ: &str = "/_herald/read";
+    /// A user's read mark and unread count: `?user=U`, answered
+    /// `{"user":U,"read":N,"unread":K}` (the admin endpoint); with
+    /// `&upto=C` (a relay welcoming the user) answered with an
+    /// `Option<`[`super::UnreadCount`]`>`, `null` when the room has no read
+    /// marks.
+    pub const UNREAD: &str = "/_herald/unread";
 }
 
 impl Serialize for Region {
@@ -261,6 +270,46 @@ pub struct DeliveryHead {
     /// A presence frame (never with messages), and who it is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence: Option<crate::presence::Audience>,
+    /// The frame is read marks ([`MarkItem`]s, never with anything else):
+    /// the relay tells each user's connections their new mark.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_marks: bool,
+    /// The room has read marks, so a relay asks for a user's unread count
+    /// when it welcomes them (see [`JoinReply::reads`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reads: bool,
+}
+
+/// One item of a read-marks delivery: `user`'s mark moved to `seq`. Not a
+/// client frame: the relay renders `{"t":"read","seq":N}` for the user's
+/// connections (a user id may hold any text, which a header could not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkItem {
+    pub user: String,
+    pub seq: u64,
+}
+
+/// Relay → Room: a user's `read` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadCall {
+    pub user: String,
+    pub seq: u64,
+}
+
+/// Room → Relay: the user's read mark after a [`ReadCall`], and whether
+/// the call moved it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadReply {
+    pub read: u64,
+    pub moved: bool,
+}
+
+/// A user's read mark (0 when they have none) and how many stored messages
+/// after it, up to the seq asked, others published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadCount {
+    pub read: u64,
+    pub unread: u64,
 }
 
 /// Relay → Room: presence news ([`crate::presence::PresenceReport`]) from
@@ -296,6 +345,11 @@ pub struct JoinReply {
     /// The link's last item when the join was answered: a relay that adopts
     /// the answer (it had no clients) is level with `seq` and with this.
     pub ack: LinkAck,
+    /// The room has read marks (a user has sent a `read`): welcomes carry
+    /// the user's unread count, which the relay asks the Room for. Rooms
+    /// that never use read marks cost nothing more per connect.
+    #[serde(default)]
+    pub reads: bool,
 }
 
 /// The answer to a range read (gap repair or resume), in the

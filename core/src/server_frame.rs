@@ -80,9 +80,18 @@ pub fn batch_frame<S: AsRef<str>>(frames: &[S]) -> String {
     }
 }
 
-/// The first frame on every connection. `recovered` is present only when
-/// the client asked to resume (`?since=&epoch=`).
-pub fn welcome_frame(room: &str, conn: &str, region: &str, epoch: &str, seq: u64, recovered: Option<bool>) -> String {
+/// What a welcome carries besides the connection's identity and position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WelcomeExtras {
+    /// Present only when the client asked to resume (`?since=&epoch=`).
+    pub recovered: Option<bool>,
+    /// The user's read mark and unread count up to the welcome's `seq`,
+    /// when known.
+    pub unread: Option<(u64, u64)>,
+}
+
+/// The first frame on every connection.
+pub fn welcome_frame(room: &str, conn: &str, region: &str, epoch: &str, seq: u64, extras: WelcomeExtras) -> String {
     #[derive(Serialize)]
     struct Welcome<'a> {
         t: &'static str,
@@ -93,8 +102,19 @@ pub fn welcome_frame(room: &str, conn: &str, region: &str, epoch: &str, seq: u64
         seq: u64,
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        read: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unread: Option<u64>,
     }
-    to_json(&Welcome { t: "welcome", room, conn, region, epoch, seq, recovered })
+    let WelcomeExtras { recovered, unread } = extras;
+    let (read, unread) = (unread.map(|u| u.0), unread.map(|u| u.1));
+    to_json(&Welcome { t: "welcome", room, conn, region, epoch, seq, recovered, read, unread })
+}
+
+/// Tells a user's connections that their read mark moved to `seq`.
+pub fn read_frame(seq: u64) -> String {
+    format!(r#"{{"t":"read","seq":{seq}}}"#)
 }
 
 /// A history read's answer, `{"epoch":E,"messages":[msg…],"more":bool}`,
@@ -184,10 +204,13 @@ mod tests {
     #[test]
     fn control_frames() {
         assert_eq!(
-            parse(&welcome_frame("r", "c", "weur", "e1", 0, None)),
+            parse(&welcome_frame("r", "c", "weur", "e1", 0, WelcomeExtras::default())),
             json!({"t":"welcome","room":"r","conn":"c","region":"weur","epoch":"e1","seq":0})
         );
-        assert_eq!(parse(&welcome_frame("r", "c", "oc", "e", 3, Some(false)))["recovered"], false);
+        let extras = WelcomeExtras { recovered: Some(false), unread: Some((1, 2)) };
+        let w = parse(&welcome_frame("r", "c", "oc", "e", 3, extras));
+        assert_eq!((w["recovered"].as_bool(), w["read"].as_u64(), w["unread"].as_u64()), (Some(false), Some(1), Some(2)));
+        assert_eq!(parse(&read_frame(7)), json!({"t":"read","seq":7}));
         let m = Message { seq: Some(1), ts: 2, from: None, mid: None, data: raw("[1]") };
         assert_eq!(
             parse(&history_frame(None, "e\"1", &[m.to_frame()], true)),

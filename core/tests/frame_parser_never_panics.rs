@@ -24,7 +24,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
             prop::collection::btree_map(
                 prop_oneof![Just("t".to_string()), Just("data".to_string()), Just("id".to_string()),
                             Just("mid".to_string()), Just("ephemeral".to_string()),
-                            Just("since".to_string()), Just("limit".to_string()), ".{0,8}"],
+                            Just("since".to_string()), Just("limit".to_string()), Just("seq".to_string()), ".{0,8}"],
                 inner,
                 0..6
             )
@@ -48,6 +48,7 @@ fn check(text: &str) {
             assert!(p.limit >= 1 && p.limit <= herald_core::presence::MAX_SNAPSHOT_LIMIT);
             assert!(p.cursor.is_none_or(|c| c.chars().count() <= herald_core::client_frame::MAX_CURSOR_CHARS));
         }
+        Ok(ClientFrame::Read(r)) => assert!(r.seq <= herald_core::client_frame::MAX_SEQ),
         Err(e) => {
             assert!(matches!(e.rejection.code, ErrorCode::BadFrame | ErrorCode::TooLarge));
             assert!(!e.rejection.message.is_empty());

@@ -110,6 +110,7 @@ fn relay_step(room: &RoomCore, relay: &mut RelayCore, now: u64) -> Vec<u64> {
                 GLUE.with(|g| g.borrow_mut().resets += resets);
             }
             RelayAction::FanOutPresence(..) => panic!("no presence in these scenarios"),
+            RelayAction::SendToUser { .. } => panic!("no read marks in these scenarios"),
             RelayAction::ReadRange { after, upto } => {
                 let plan = room.range(now, after, upto, None);
                 let mut head = plan.head;
@@ -568,7 +569,7 @@ fn a_reset_as_the_first_delivery_sets_the_cursor_to_the_epoch_start() {
 #[test]
 fn a_range_answer_is_trimmed_to_the_cursor_when_a_join_moved_it_meanwhile() {
     let mut relay = relay();
-    let reply = |seq, lsn| JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq, ack: LinkAck { inc: 1, link: 1, lsn } };
+    let reply = |seq, lsn| JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq, ack: LinkAck { inc: 1, link: 1, lsn }, reads: false };
     let msgs = |seqs: std::ops::RangeInclusive<u64>| {
         let frames: Vec<String> = seqs.map(|s| format!(r#"{{"t":"msg","seq":{s},"ts":1,"data":{s},"from":null}}"#)).collect();
         batch_frame(&frames)
@@ -591,6 +592,8 @@ fn a_range_answer_is_trimmed_to_the_cursor_when_a_join_moved_it_meanwhile() {
         sync_to: Some(3),
         reset: false,
         presence: None,
+        read_marks: false,
+        reads: false,
     };
     relay.handle_delivery(Some(1), sync, None);
     assert_eq!(relay.poll_action(), Some(RelayAction::ReadRange { after: 0, upto: 3 }));
@@ -719,9 +722,11 @@ fn an_item_number_ahead_on_an_old_link_does_not_skip_a_new_links_delivery() {
         sync_to,
         reset: false,
         presence: None,
+        read_marks: false,
+        reads: false,
     };
     let range = |from, last| RangeHead { epoch: "e".into(), gen: 0, epoch_start: 0, from, last, recovered: true };
-    relay.joined(JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq: 0, ack: LinkAck { inc: 1, link: 1, lsn: 0 } }, 0);
+    relay.joined(JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq: 0, ack: LinkAck { inc: 1, link: 1, lsn: 0 }, reads: false }, 0);
     while relay.poll_action().is_some() {}
     // Incarnation 1's item 3 (message 3) arrives before items 1 and 2.
     relay.handle_delivery(Some(1), head(1, 3, Some(3), Some(3), None), Some(msgs(3..=3)));
@@ -789,6 +794,7 @@ fn an_erasure_does_not_leave_a_gap_in_a_links_item_numbers() {
         epoch_start: 2,
         cursor: saved.cursor,
         ack: saved.ack,
+        reads: None,
     });
     let again = settle(&mut room, &mut relay, Vec::new(), 7, 60_000, 1);
     assert_eq!(again, Vec::<u64>::new());

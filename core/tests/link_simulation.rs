@@ -643,8 +643,8 @@ impl Sim {
                     self.room.storage.batches.clear();
                 }
                 RoomAction::RememberBatch { id, outcomes, ts } => self.room.storage.batches.push((id, outcomes, ts)),
-                // The simulation has no presence calls, and no webhooks.
-                RoomAction::SavePresence { .. } | RoomAction::Webhook(_) => {}
+                // The simulation has no presence calls, webhooks, nor read marks.
+                RoomAction::SavePresence { .. } | RoomAction::Webhook(_) | RoomAction::SaveRead { .. } => {}
                 RoomAction::SetAlarm(at) => {
                     self.next_alarm += 1;
                     let n = self.next_alarm;
@@ -793,6 +793,7 @@ impl Sim {
             match action {
                 RelayAction::FanOut(frame) => self.fan_out(r, &frame),
                 RelayAction::FanOutPresence(..) => panic!("the simulation has no presence"),
+                RelayAction::SendToUser { .. } => panic!("the simulation has no read marks"),
                 RelayAction::SavePosition(saved) => self.relays[r].saved = Some(saved),
                 RelayAction::ReadRange { after, upto } => {
                     let life = self.relays[r].life;

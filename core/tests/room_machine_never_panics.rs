@@ -233,7 +233,7 @@ proptest! {
         steps in prop::collection::vec((0..80u64, 0..5u64, 0..3u8, 0..30u64, 0..3u64, 0..4u8), 0..100)
     ) {
         let mut relay: RelayCore = RelayCore::new("r", Region::Weur, 1, "n".into(), 1);
-        let reply = JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq: start, ack: LinkAck { inc: 1, link: 1, lsn: 0 } };
+        let reply = JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq: start, ack: LinkAck { inc: 1, link: 1, lsn: 0 }, reads: false };
         relay.joined(reply, 0);
         while relay.poll_action().is_some() {}
         // The room's store: every seq up to `top`, but nothing at or below `floor`.
@@ -276,6 +276,8 @@ proptest! {
                         sync_to: None,
                         reset: false,
                         presence: None,
+                        read_marks: false,
+                        reads: false,
                     };
                     let frame = match kind {
                         0 => msgs(f, l),
@@ -327,6 +329,7 @@ proptest! {
                     RelayAction::SavePosition(saved) => prop_assert_eq!(Some(saved.cursor), relay.cursor()),
                     RelayAction::Answer { .. } => {}
                     RelayAction::FanOutPresence(..) => prop_assert!(false, "no presence calls here"),
+                    RelayAction::SendToUser { .. } => prop_assert!(false, "no read marks here"),
                 }
             }
             let now_cursor = relay.cursor().unwrap();

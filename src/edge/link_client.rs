@@ -5,7 +5,8 @@
 
 use super::http::{call_json, header, internal_request, js_text, post_for_js_text};
 use herald_core::link::{
-    self, path, DeliveryHead, JoinReply, LinkPub, PresenceAck, PresenceCall, PublishReply, RangeHead, RelayReport,
+    self, path, DeliveryHead, JoinReply, LinkPub, PresenceAck, PresenceCall, PublishReply, RangeHead, ReadCall, ReadReply,
+    RelayReport, UnreadCount,
 };
 use herald_core::Region;
 use wasm_bindgen::JsValue;
@@ -42,6 +43,30 @@ impl RoomLink {
     /// Sends the relay's presence news; the answer says what was applied.
     pub async fn presence(&self, call: &PresenceCall) -> Result<PresenceAck> {
         call_json(&self.stub, path::PRESENCE, &self.headers(), call).await
+    }
+
+    /// A user's `read` frame; the answer is their mark after it.
+    pub async fn read(&self, call: &ReadCall) -> Result<ReadReply> {
+        call_json(&self.stub, path::READ, &self.headers(), call).await
+    }
+
+    /// A user's unread count up to `upto` (the relay's cursor), for their
+    /// welcome; `None` when the room has no read marks.
+    pub async fn unread_for_welcome(&self, user: &str, upto: u64) -> Result<Option<UnreadCount>> {
+        let url = format!("{}?user={}&upto={upto}", path::UNREAD, crate::edge::js::url_encode(user));
+        let resp = self.stub.fetch_with_request(internal_request(Method::Get, &url, &self.headers(), None)?).await?;
+        let text = String::from(js_text(&resp).await?);
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("unread answered {}: {text}", resp.status_code())));
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// `GET …/unread?user=U`, answered by the Room as the client gets it:
+    /// `{"user":U,"read":N,"unread":K}`.
+    pub async fn unread(&self, user: &str) -> Result<Response> {
+        let url = format!("{}?user={}", path::UNREAD, crate::edge::js::url_encode(user));
+        self.stub.fetch_with_request(internal_request(Method::Get, &url, &self.headers(), None)?).await
     }
 
     /// A page of the room's members, rendered by the Room: as the answer to

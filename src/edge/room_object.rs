@@ -72,6 +72,14 @@ struct RangeQuery {
 }
 
 #[derive(Deserialize)]
+struct UnreadQuery {
+    user: String,
+    /// A relay welcoming the user: count up to its cursor, and answer
+    /// `null` when the room has no read marks.
+    upto: Option<u64>,
+}
+
+#[derive(Deserialize)]
 struct HistoryParams {
     since: u64,
     limit: u64,
@@ -102,6 +110,7 @@ impl RoomInner {
             let saved = webhook::load(&self.state.storage().sql())?;
             core.set_webhooks(js::now_ms(), hook, saved, js::random_tag(12));
         }
+        core.set_reads_used(storage::reads_used(&self.state.storage().sql())?);
         *self.core.borrow_mut() = Some(core);
         Ok(())
     }
@@ -205,6 +214,29 @@ impl RoomInner {
                 let id = req.headers().get("x-herald-id")?;
                 json_text(herald_core::presence::snapshot_frame(id.as_deref(), &page), 200)
             }
+            path::READ => {
+                let call: link::ReadCall = read_json(&mut req).await?;
+                // Read and moved in one synchronous step: no other call
+                // comes between the stored mark and the new one.
+                let stored = storage::read_mark(&self.state.storage().sql(), &call.user)?;
+                let reply = self.with_core(|c| c.mark_read(js::now_ms(), &call.user, stored, call.seq))?;
+                json(&reply)
+            }
+            path::UNREAD => {
+                let q: UnreadQuery = req.query()?;
+                let sql = self.state.storage().sql();
+                if q.upto.is_some() && !self.with_core(|c| c.reads_used())? {
+                    // A room without marks: the welcome carries no count.
+                    return json_text("null".into(), 200);
+                }
+                let read = storage::read_mark(&sql, &q.user)?;
+                let plan = self.with_core(|c| c.unread_plan(js::now_ms(), read, q.upto))?;
+                let unread = storage::count_unread(&sql, plan, &q.user)?;
+                match q.upto {
+                    Some(_) => json(&link::UnreadCount { read, unread }),
+                    None => json(&serde_json::json!({"user": q.user, "read": read, "unread": unread})),
+                }
+            }
             path::ERASE => {
                 let (epoch, seq) = self.with_core(|c| c.erase(js::now_ms(), js::random_tag(12)))?;
                 json(&serde_json::json!({"epoch": epoch, "seq": seq}))
@@ -258,6 +290,7 @@ impl RoomInner {
                 RoomAction::EraseAll => storage::erase_all(&sql)?,
                 RoomAction::RememberBatch { id, outcomes, ts } => storage::remember_batch(&sql, &id, &outcomes, ts)?,
                 RoomAction::SavePresence { changed, links } => storage::save_presence(&sql, &changed, &links)?,
+                RoomAction::SaveRead { user, seq } => storage::save_read(&sql, &user, seq)?,
                 RoomAction::SetAlarm(at) => {
                     let storage = self.state.storage();
                     wasm_bindgen_futures::spawn_local(async move {

@@ -40,7 +40,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
                 (Method::Post, ["messages"]) => Some(Capability::Pub),
                 (Method::Get, ["messages"]) => Some(Capability::History),
                 (Method::Get, ["presence"]) => Some(Capability::Presence),
-                (Method::Delete, ["messages"]) | (Method::Get, ["stats"]) => Some(Capability::Admin),
+                (Method::Delete, ["messages"]) | (Method::Get, ["stats"] | ["unread"]) => Some(Capability::Admin),
                 _ => None,
             };
             // A short or malformed HERALD_SECRET fails every room request with
@@ -63,7 +63,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
                 (Method::Delete, ["messages"]) => erase(&env, &room).await,
                 (Method::Get, ["stats"]) => stats(&env, &room).await,
                 (Method::Get, ["presence"]) => presence(&req, &env, &room).await,
-                (_, ["ws"] | ["messages"] | ["stats"] | ["events"] | ["presence"]) => {
+                (Method::Get, ["unread"]) => unread(&req, &env, &room).await,
+                (_, ["ws"] | ["messages"] | ["stats"] | ["events"] | ["presence"] | ["unread"]) => {
                     reject_with(ErrorCode::MethodNotAllowed, "method not allowed on this endpoint")
                 }
                 _ => reject_with(ErrorCode::NotFound, "no such endpoint"),
@@ -266,6 +267,16 @@ async fn presence(req: &Request, env: &Env, room: &str) -> Result<Response> {
         Err(r) => return reject(&r),
     };
     RoomLink::new(env, room)?.presence_snapshot(cursor.as_deref(), limit, None).await
+}
+
+/// `GET …/unread?user=U`: a user's read mark and unread count.
+async fn unread(req: &Request, env: &Env, room: &str) -> Result<Response> {
+    let url = req.url()?;
+    let user = url.query_pairs().find(|(k, _)| k == "user").map(|(_, v)| v.into_owned());
+    match herald_core::client_frame::parse_user(user.as_deref()) {
+        Ok(user) => RoomLink::new(env, room)?.unread(user).await,
+        Err(r) => reject(&r),
+    }
 }
 
 async fn erase(env: &Env, room: &str) -> Result<Response> {

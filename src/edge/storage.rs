@@ -6,7 +6,7 @@ use herald_core::history::Prune;
 use herald_core::link::PubOutcome;
 use herald_core::page;
 use herald_core::presence::Member;
-use herald_core::room::{Meta, PresenceLink, PresenceRow, Restored, SavedRelay};
+use herald_core::room::{CountPlan, Meta, PresenceLink, PresenceRow, Restored, SavedRelay};
 use herald_core::server_frame::Message;
 use herald_core::Region;
 use serde::Deserialize;
@@ -21,6 +21,7 @@ const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, outcomes TEXT NOT NULL, ts INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS presence (user TEXT PRIMARY KEY, info TEXT, region TEXT NOT NULL, relays TEXT NOT NULL, grace_until INTEGER)",
     "CREATE TABLE IF NOT EXISTS presence_links (region TEXT PRIMARY KEY, inc INTEGER NOT NULL, next INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS reads (user TEXT PRIMARY KEY, seq INTEGER NOT NULL)",
 ];
 
 /// Columns added after a table first shipped: added where missing.
@@ -248,7 +249,58 @@ pub fn remember_batch(sql: &SqlStorage, id: &str, outcomes: &[PubOutcome], ts: u
     Ok(())
 }
 
-/// Erasure: every stored message and remembered mid.
+/// Whether any user has a read mark ([`load`] has created the table).
+pub fn reads_used(sql: &SqlStorage) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct Row {
+        used: f64,
+    }
+    let rows: Vec<Row> = sql.exec("SELECT EXISTS (SELECT 1 FROM reads) AS used", None)?.to_array()?;
+    Ok(rows.first().is_some_and(|r| r.used > 0.0))
+}
+
+/// `user`'s read mark, 0 when they have none.
+pub fn read_mark(sql: &SqlStorage, user: &str) -> Result<u64> {
+    #[derive(Deserialize)]
+    struct Row {
+        seq: f64,
+    }
+    let rows: Vec<Row> = sql.exec("SELECT seq FROM reads WHERE user = ?", vec![user.into()])?.to_array()?;
+    Ok(rows.first().map_or(0, |r| r.seq.max(0.0) as u64))
+}
+
+/// Saves `user`'s read mark; a stored higher one is kept (the core only
+/// ever moves a mark forward, this holds storage to it too).
+pub fn save_read(sql: &SqlStorage, user: &str, seq: u64) -> Result<()> {
+    sql.exec(
+        "INSERT INTO reads (user, seq) VALUES (?, ?) ON CONFLICT(user) DO UPDATE SET seq = max(seq, excluded.seq)",
+        vec![user.into(), int(seq)?],
+    )?;
+    Ok(())
+}
+
+/// Stored messages with `plan.after < seq <= plan.upto` that `user` did not
+/// publish (a message with no sender counts). One range scan of the
+/// primary key, at most `HERALD_HISTORY_MAX` rows.
+pub fn count_unread(sql: &SqlStorage, plan: CountPlan, user: &str) -> Result<u64> {
+    if plan.is_empty() {
+        return Ok(0);
+    }
+    #[derive(Deserialize)]
+    struct Row {
+        n: f64,
+    }
+    let rows: Vec<Row> = sql
+        .exec(
+            "SELECT COUNT(*) AS n FROM messages WHERE seq > ? AND seq <= ? AND sender IS NOT ?",
+            vec![int(plan.after)?, int(plan.upto)?, user.into()],
+        )?
+        .to_array()?;
+    Ok(rows.first().map_or(0, |r| r.n.max(0.0) as u64))
+}
+
+/// Erasure: every stored message and remembered mid. Read marks stay: seqs
+/// are never reused, so a mark keeps its meaning in the new epoch.
 pub fn erase_all(sql: &SqlStorage) -> Result<()> {
     sql.exec("DELETE FROM messages", None)?;
     sql.exec("DELETE FROM mids", None)?;

@@ -8,7 +8,7 @@ use crate::auth::{Capability, Grant};
 use crate::client_frame::{parse_client_frame, ClientFrame, FrameLimits};
 use crate::close_code::CloseCode;
 use crate::error::{ErrorCode, Rejection};
-use crate::link::LinkPub;
+use crate::link::{LinkPub, ReadCall};
 use serde_json::value::RawValue;
 
 /// The verdict on one client frame.
@@ -22,6 +22,9 @@ pub enum Inbound<'a> {
     Presence { id: Option<&'a RawValue>, cursor: Option<String>, limit: u64 },
     /// Forward the publish to the Room; the `ack` goes to `id`.
     Publish { id: Option<&'a RawValue>, publish: LinkPub },
+    /// Forward `user`'s read mark to the Room; with an `id`, the `ack`
+    /// carries the mark after it.
+    Read { id: Option<&'a RawValue>, read: ReadCall },
     /// Send `err` with the rejection, then close with `close` if set (the
     /// client has sent too many bad frames lately).
     Refuse { id: Option<&'a RawValue>, rejection: Rejection, close: Option<CloseCode> },
@@ -87,6 +90,22 @@ impl<F: Frame> RelayCore<F> {
                 }
                 let publish = LinkPub { from: grant.user.clone(), data: p.data.to_owned(), mid: p.mid, eph: p.ephemeral };
                 Inbound::Publish { id: p.id, publish }
+            }
+            Ok(ClientFrame::Read(r)) => {
+                // A mark is the user's, shared by all their connections: an
+                // anonymous reader has none to move.
+                let Some(user) = grant.user.clone() else {
+                    let message = "a read mark belongs to a user: connect with a token whose sub names one";
+                    return self.refusal(now_ms, conn, r.id, Rejection::new(ErrorCode::Unauthorized, message));
+                };
+                // A read is a write at the Room that goes to every relay, as
+                // a publish is: it draws on the publish bucket.
+                if !self.allow_publish(conn, now_ms) {
+                    let (rate, burst) = self.publish_rate;
+                    let message = format!("over {rate} publishes and reads/s (burst {burst}); slow down");
+                    return self.refusal(now_ms, conn, r.id, Rejection::new(ErrorCode::RateLimited, message));
+                }
+                Inbound::Read { id: r.id, read: ReadCall { user, seq: r.seq } }
             }
             Err(e) => self.refusal(now_ms, conn, e.id, e.rejection),
         }
@@ -161,6 +180,29 @@ mod tests {
         assert!(matches!(r.handle_client_frame(1_000, "c", &publisher, r#"{"t":"pub","data":1}"#, LIMITS, 2), Inbound::Publish { .. }), "publishes have their own bucket");
         r.closed("c");
         assert_eq!((ask(&mut r, "c", 1_000), ask(&mut r, "c", 1_000)), (Ok(()), Ok(())), "a new connection starts full");
+    }
+
+    #[test]
+    fn reads_need_a_user_and_share_the_publish_bucket() {
+        let mut r = relay();
+        r.set_publish_rate(1, 2);
+        let ana = grant(&[Capability::Sub], None);
+        match r.handle_client_frame(0, "c", &ana, r#"{"t":"read","id":1,"seq":3}"#, LIMITS, 2) {
+            Inbound::Read { id, read } => assert_eq!((id.map(RawValue::get), read), (Some("1"), ReadCall { user: "ana".into(), seq: 3 })),
+            other => panic!("{other:?}"),
+        }
+        let anon = Grant { user: None, ..ana.clone() };
+        let refused = r.handle_client_frame(0, "d", &anon, r#"{"t":"read","id":2,"seq":3}"#, LIMITS, 2);
+        assert!(
+            matches!(refused, Inbound::Refuse { close: None, ref rejection, id: Some(id) } if rejection.code == ErrorCode::Unauthorized && id.get() == "2"),
+            "{refused:?}"
+        );
+        let publisher = grant(&[Capability::Sub, Capability::Pub], None);
+        assert!(matches!(r.handle_client_frame(0, "c", &publisher, r#"{"t":"pub","data":1}"#, LIMITS, 2), Inbound::Publish { .. }));
+        let limited = r.handle_client_frame(0, "c", &ana, r#"{"t":"read","seq":4}"#, LIMITS, 2);
+        assert!(matches!(limited, Inbound::Refuse { ref rejection, .. } if rejection.code == ErrorCode::RateLimited), "{limited:?}");
+        let bad = r.handle_client_frame(0, "c", &ana, r#"{"t":"read","seq":-4}"#, LIMITS, 2);
+        assert!(matches!(bad, Inbound::Refuse { ref rejection, .. } if rejection.code == ErrorCode::BadFrame), "{bad:?}");
     }
 
     #[test]

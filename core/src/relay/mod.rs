@@ -37,9 +37,11 @@
 
 mod inbound;
 mod presence;
+mod reads;
 mod window;
 
 pub use inbound::Inbound;
+pub use reads::{user_tag, UnreadAsk, WelcomeUnread};
 pub use window::{trim_frame, without_resets, Window, RELAY_WINDOW_BYTES, RELAY_WINDOW_MESSAGES};
 
 use crate::abuse::Strikes;
@@ -51,7 +53,7 @@ use crate::link::{DeliveryHead, JoinReply, LinkAck, RangeHead, RelayPosition, Re
 pub use crate::rate::user_key;
 use crate::rate::TokenBucket;
 use crate::region::Region;
-use crate::server_frame::{reset_frame, welcome_frame};
+use crate::server_frame::{reset_frame, welcome_frame, WelcomeExtras};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 
@@ -97,6 +99,9 @@ pub enum RelayAction<F> {
     FanOut(F),
     /// Send this presence frame to the presence subscribers it is for.
     FanOutPresence(F, crate::presence::Audience),
+    /// Send this frame (`{"t":"read","seq":N}`) to every socket and SSE
+    /// stream of `user`.
+    SendToUser { user: String, frame: F },
     /// Read stored messages `after < seq <= upto` from the Room; answer with
     /// [`RelayCore::handle_range`] or [`RelayCore::handle_range_failed`].
     ReadRange { after: u64, upto: u64 },
@@ -116,6 +121,11 @@ pub struct Saved {
     pub cursor: u64,
     #[serde(default)]
     pub ack: Option<LinkAck>,
+    /// Whether the room has read marks, as far as the relay knows (`None`:
+    /// not known, so it asks when it welcomes a user). See
+    /// [`crate::link::JoinReply::reads`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads: Option<bool>,
 }
 
 /// How a resuming client (`?since=N&epoch=E`) is brought up to date.
@@ -368,8 +378,9 @@ impl<F: Frame> RelayCore<F> {
             return;
         };
         let idle = open_connections == 0 && self.pending.is_empty() && !self.reading;
+        let reads = reply.reads;
         if idle && (reply.gen, reply.seq) > (p.gen, p.cursor) {
-            let ack = p.ack;
+            let (ack, known) = (p.ack, p.reads);
             if self.epoch() != Some(reply.epoch.as_str()) {
                 self.window.clear();
             }
@@ -379,10 +390,12 @@ impl<F: Frame> RelayCore<F> {
                 epoch_start: reply.epoch_start,
                 cursor: reply.seq,
                 ack,
+                reads: known,
             });
             self.dirty = true;
-            self.flush();
         }
+        self.learn_reads(reads);
+        self.flush();
     }
 
     fn adopt(&mut self, reply: JoinReply) {
@@ -394,6 +407,7 @@ impl<F: Frame> RelayCore<F> {
             epoch_start: reply.epoch_start,
             cursor: reply.seq,
             ack: Some(reply.ack),
+            reads: Some(reply.reads),
         });
         self.dirty = true;
         self.flush();
@@ -402,16 +416,28 @@ impl<F: Frame> RelayCore<F> {
     /// Admits a client: its connection id and welcome frame. `None` until the
     /// relay has a position. `recovered` answers a resume request, if any.
     pub fn admit(&mut self, recovered: Option<bool>) -> Option<(String, String)> {
+        self.admit_with_unread(recovered, None)
+    }
+
+    /// [`RelayCore::admit`], with the user's unread count in the welcome
+    /// when the Room's answer to [`RelayCore::unread_ask`] can be brought
+    /// up to the cursor (see [`WelcomeUnread`]).
+    pub fn admit_with_unread(&mut self, recovered: Option<bool>, unread: Option<WelcomeUnread<'_>>) -> Option<(String, String)> {
+        let unread = unread.and_then(|u| self.welcome_unread(&u));
         let p = self.position.as_ref()?;
         self.next_conn += 1;
         let conn = format!("{}-{}-{}", self.region, self.nonce, self.next_conn);
-        let welcome = welcome_frame(&self.room, &conn, self.region.as_str(), &p.epoch, p.cursor, recovered);
+        let extras = WelcomeExtras { recovered, unread };
+        let welcome = welcome_frame(&self.room, &conn, self.region.as_str(), &p.epoch, p.cursor, extras);
         Some((conn, welcome))
     }
 
     /// A delivery from the Room: from a `deliver` call whose answer waits on
     /// `token`, or (`None`) from the answer to this relay's publish.
     pub fn handle_delivery(&mut self, token: Option<u64>, head: DeliveryHead, frame: Option<F>) {
+        if head.reads {
+            self.learn_reads(true);
+        }
         let over_bytes = !self.pending.is_empty() && {
             let held: usize = self.pending.iter().filter_map(|i| i.frame.as_ref()).map(Frame::size).sum();
             held.saturating_add(frame.as_ref().map_or(0, Frame::size)) > MAX_PENDING_DELIVERY_BYTES
@@ -529,8 +555,8 @@ impl<F: Frame> RelayCore<F> {
         if announce {
             self.actions.push_back(RelayAction::FanOut(F::from_text(reset_frame(epoch, epoch_start))));
         }
-        let ack = self.position.as_ref().and_then(|p| p.ack);
-        self.position = Some(Saved { epoch: epoch.to_owned(), gen, epoch_start, cursor: epoch_start, ack });
+        let (ack, reads) = self.position.as_ref().map_or((None, None), |p| (p.ack, p.reads));
+        self.position = Some(Saved { epoch: epoch.to_owned(), gen, epoch_start, cursor: epoch_start, ack, reads });
         self.window.clear();
         self.dirty = true;
     }
@@ -593,6 +619,7 @@ impl<F: Frame> RelayCore<F> {
                         self.actions.push_back(RelayAction::FanOut(kept));
                     }
                 }
+                _ if h.read_marks => self.send_marks(frame),
                 _ => match h.presence {
                     Some(audience) => self.actions.push_back(RelayAction::FanOutPresence(frame.clone(), audience)),
                     None => self.actions.push_back(RelayAction::FanOut(frame.clone())),
@@ -804,7 +831,7 @@ mod tests {
 
     fn joined(open: u32, seq: u64) -> Relay {
         let mut r = Relay::new("room", Region::Weur, 1, "n".into(), 1);
-        let reply = JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq, ack: LinkAck { inc: 9, link: 1, lsn: 0 } };
+        let reply = JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq, ack: LinkAck { inc: 9, link: 1, lsn: 0 }, reads: false };
         r.joined(reply, open);
         drain(&mut r);
         r
@@ -841,6 +868,8 @@ mod tests {
             sync_to: None,
             reset: false,
             presence: None,
+            read_marks: false,
+            reads: false,
         }
     }
 
@@ -855,7 +884,7 @@ mod tests {
         assert!(r.admit(None).is_none(), "no welcome before joining");
         assert!(r.needs_join(0));
         assert_eq!(r.join_report(0).position, None, "with no clients it adopts the Room's position");
-        let reply = JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq: 5, ack: LinkAck { inc: 1, link: 1, lsn: 3 } };
+        let reply = JoinReply { epoch: "e".into(), gen: 0, epoch_start: 0, seq: 5, ack: LinkAck { inc: 1, link: 1, lsn: 3 }, reads: false };
         r.joined(reply, 0);
         assert!(matches!(drain(&mut r)[..], [RelayAction::SavePosition(Saved { cursor: 5, .. })]));
         let (conn, w) = r.admit(None).unwrap();

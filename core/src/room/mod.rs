@@ -36,8 +36,10 @@
 
 mod presence;
 mod webhooks;
+mod reads;
 
 pub use presence::{PresenceLink, PresenceRow};
+pub use reads::CountPlan;
 
 use crate::backoff::{Backoff, Rng};
 use crate::config::Retention;
@@ -145,6 +147,8 @@ pub enum RoomAction {
     /// [`crate::webhook`]); report a request's answer with
     /// [`RoomCore::webhook_sent`].
     Webhook(crate::webhook::WebhookAction),
+    /// Persist `user`'s read mark (it only ever moves forward).
+    SaveRead { user: String, seq: u64 },
 }
 
 /// Which stored messages a history read returns: `after < seq <= upto`, at
@@ -183,6 +187,8 @@ enum Kind {
     Presence(crate::presence::Audience),
     /// "Be level with this seq", for one relay only.
     Sync(u64),
+    /// A user's read mark moved (a [`crate::link::MarkItem`]).
+    Read,
 }
 
 #[derive(Debug)]
@@ -195,12 +201,22 @@ struct Queued {
     frame: String,
 }
 
-/// A presence item's audience; `None` for everything else. Items batch only
-/// with items of the same answer.
+/// A presence item's audience; `None` for everything else.
 fn presence_of(kind: Kind) -> Option<crate::presence::Audience> {
     match kind {
         Kind::Presence(audience) => Some(audience),
         _ => None,
+    }
+}
+
+/// Items batch only with items of the same group: messages (with resets
+/// and syncs), presence frames of one audience, read marks. A relay sends
+/// each group to other clients.
+fn group(kind: Kind) -> (u8, Option<crate::presence::Audience>) {
+    match kind {
+        Kind::Presence(audience) => (1, Some(audience)),
+        Kind::Read => (2, None),
+        Kind::Msg | Kind::Reset | Kind::Sync(_) => (0, None),
     }
 }
 
@@ -428,6 +444,8 @@ pub struct RoomCore {
     presence_links: BTreeMap<Region, (u64, u64)>,
     /// `None` unless `HERALD_WEBHOOK_URL` is set.
     webhooks: Option<crate::webhook::Webhooks>,
+    /// Some user has a read mark: relays ask for unread counts at connect.
+    reads_used: bool,
 }
 
 impl RoomCore {
@@ -470,6 +488,7 @@ impl RoomCore {
             roster: crate::presence::Roster::new(crate::presence::PresenceConfig::default()),
             presence_links: BTreeMap::new(),
             webhooks: None,
+            reads_used: false,
         };
         match restored {
             Some(r) => {
@@ -803,6 +822,7 @@ impl RoomCore {
             epoch_start: self.meta.epoch_start,
             seq: self.meta.seq,
             ack: LinkAck { inc: self.inc, link, lsn },
+            reads: self.reads_used,
         }
     }
 
@@ -969,7 +989,7 @@ impl RoomCore {
                 || (batch.len() < max_batch
                     && bytes + front.frame.len() <= MAX_BATCH_BYTES
                     && front.kind != Kind::Reset
-                    && batch.last().is_some_and(|(_, last)| presence_of(last.kind) == presence_of(front.kind)));
+                    && batch.last().is_some_and(|(_, last)| group(last.kind) == group(front.kind)));
             if !fits {
                 break;
             }
@@ -986,6 +1006,7 @@ impl RoomCore {
         let sync_to = items().filter_map(|q| if let Kind::Sync(s) = q.kind { Some(s) } else { None }).max();
         let reset = items().next().is_some_and(|q| q.kind == Kind::Reset);
         let presence = items().next().and_then(|q| presence_of(q.kind));
+        let read_marks = items().next().is_some_and(|q| q.kind == Kind::Read);
         let frames: Vec<&str> = items().filter(|q| !q.frame.is_empty()).map(|q| q.frame.as_str()).collect();
         let key = (items().next()?.uid, items().next_back()?.uid, frames.len());
         let frame = match &self.batch_cache {
@@ -1017,6 +1038,8 @@ impl RoomCore {
             sync_to,
             reset,
             presence,
+            read_marks,
+            reads: self.reads_used,
         };
         Some(Delivery { region, head, frame })
     }

@@ -8,10 +8,18 @@ use crate::edge::http::{header, reject};
 use crate::edge::js;
 use herald_core::auth::{Capability, Grant};
 use herald_core::link;
-use herald_core::relay::{trim_frame, user_key, Resume};
+use herald_core::link::UnreadCount;
+use herald_core::relay::{trim_frame, user_key, user_tag, Resume, UnreadAsk, WelcomeUnread};
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
-use worker::{Request, Response, Result, WebSocketPair};
+use worker::{console_error, Request, Response, Result, WebSocketPair};
+
+/// What a client is sent after its welcome, and its unread count.
+struct Prepared {
+    recovered: Option<bool>,
+    replay: Option<Replay>,
+    unread: Option<(UnreadAsk, UnreadCount)>,
+}
 
 /// A client the relay has let in, ready to be attached.
 pub(super) struct Admitted {
@@ -28,8 +36,10 @@ pub(super) struct Admitted {
 impl RelayInner {
     /// Joins the Room if needed and starts what a new client must be sent
     /// after its welcome: `(recovered, replay)`, `recovered` being `None`
-    /// when the client did not ask to resume.
-    async fn prepare_client(&self, req: &Request, grant: &Grant) -> Result<(Option<bool>, Option<Replay>)> {
+    /// when the client did not ask to resume; and the user's unread count
+    /// when the room has read marks. The resume and the count are asked of
+    /// the Room at once, so a connect waits for one round trip, not two.
+    async fn prepare_client(&self, req: &Request, grant: &Grant) -> Result<Prepared> {
         self.ensure_core(Some(req))?;
         let resume = resume_request(req)?;
         let open = self.open_connections();
@@ -41,13 +51,36 @@ impl RelayInner {
             let open_now = self.open_connections();
             self.with_core(|c| c.joined(reply, open_now))?;
         }
-        match resume {
-            None => Ok((None, None)),
-            Some((since, epoch)) => {
-                let may_read_history = grant.caps.has(Capability::History);
-                let (replay, used_room) = self.start_resume(since, epoch, may_read_history).await?;
-                self.with_core(|c| c.resumed(replay.is_some(), used_room))?;
-                Ok((Some(replay.is_some()), replay))
+        let resumed = self.resume_client(resume, grant);
+        let (resumed, unread) = futures::future::join(resumed, self.ask_unread(grant.user.as_deref())).await;
+        let (recovered, replay) = resumed?;
+        Ok(Prepared { recovered, replay, unread })
+    }
+
+    /// `(recovered, replay)` for a client that asked to resume.
+    async fn resume_client(&self, resume: Option<(u64, String)>, grant: &Grant) -> Result<(Option<bool>, Option<Replay>)> {
+        let Some((since, epoch)) = resume else { return Ok((None, None)) };
+        let may_read_history = grant.caps.has(Capability::History);
+        let (replay, used_room) = self.start_resume(since, epoch, may_read_history).await?;
+        self.with_core(|c| c.resumed(replay.is_some(), used_room))?;
+        Ok((Some(replay.is_some()), replay))
+    }
+
+    /// The user's unread count for their welcome, up to the cursor now,
+    /// when the room has read marks (or the relay does not know yet).
+    /// Users without a `sub` have no mark. A Room that cannot answer costs
+    /// the client its count, never its connection.
+    async fn ask_unread(&self, user: Option<&str>) -> Option<(UnreadAsk, UnreadCount)> {
+        let ask = self.with_core(|c| c.unread_ask(user)).ok().flatten()?;
+        let answer = async { self.room_link()?.unread_for_welcome(user.unwrap_or_default(), ask.upto).await }.await;
+        match answer {
+            Ok(count) => {
+                let _ = self.with_core(|c| c.unread_answered(count));
+                count.map(|count| (ask, count))
+            }
+            Err(e) => {
+                console_error!("relay: unread count: {e}; welcoming without it");
+                None
             }
         }
     }
@@ -74,7 +107,7 @@ impl RelayInner {
             return Err(reject(&r));
         }
         let prepared = self.prepare_client(req, &grant).await;
-        let (recovered, replay) = match prepared {
+        let Prepared { recovered, replay, unread } = match prepared {
             Ok(p) => p,
             Err(e) => {
                 let _ = self.with_core(|c| {
@@ -86,9 +119,12 @@ impl RelayInner {
         };
         // The caller must not await between this and joining the fan-out, so
         // the welcome's seq, the replay and live messages meet at one point.
+        self.pump(); // what the answers changed (the relay's position) is saved
+        let user = grant.user.as_deref().unwrap_or_default();
+        let unread = unread.map(|(ask, count)| WelcomeUnread { user, ask, count });
         let admitted = self.with_core(|c| {
             c.end_admission();
-            let admitted = c.admit(recovered);
+            let admitted = c.admit_with_unread(recovered, unread);
             if admitted.is_none() {
                 c.user_left(&key);
             }
@@ -124,9 +160,15 @@ impl RelayInner {
         // Counted before this socket is accepted, so it is not counted twice.
         self.presence_once()?;
         let pair = WebSocketPair::new()?;
-        match presence_tag(req, &grant)? {
-            Some(tag) => self.state.accept_websocket_with_tags(&pair.server, &[tag]),
-            None => self.state.accept_web_socket(&pair.server),
+        // Tags pick sockets without walking them all: the presence frames
+        // it asked for, and the user's own `read` frames.
+        let mut tags: Vec<String> = presence_tag(req, &grant)?.into_iter().map(str::to_owned).collect();
+        tags.extend(grant.user.as_deref().map(user_tag));
+        if tags.is_empty() {
+            self.state.accept_web_socket(&pair.server);
+        } else {
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            self.state.accept_websocket_with_tags(&pair.server, &tags);
         }
         self.open_sockets.set(self.open_sockets.get().map(|n| n.saturating_add(1)));
         let attachment = Attachment::new(conn, &grant, key);

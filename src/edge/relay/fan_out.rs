@@ -7,7 +7,8 @@ use super::{position, JsFrame, RelayInner};
 use crate::edge::http::json;
 use crate::edge::js;
 use crate::edge::link_client::delivery_head;
-use herald_core::relay::RelayAction;
+use herald_core::relay::{user_tag, RelayAction};
+use super::attachment::attachment;
 use super::admission::{TAG_PRESENCE, TAG_PRESENCE_COUNTS};
 use herald_core::presence::Audience;
 use herald_core::{sse, CloseCode};
@@ -58,6 +59,7 @@ impl RelayInner {
             match action {
                 RelayAction::FanOut(JsFrame(frame)) => self.fan_out(&frame),
                 RelayAction::FanOutPresence(JsFrame(frame), audience) => self.fan_out_presence(&frame, audience),
+                RelayAction::SendToUser { user, frame: JsFrame(frame) } => self.send_to_user(&user, &frame),
                 RelayAction::SavePosition(saved) => {
                     if let Err(e) = position::save(&self.state.storage().sql(), &saved) {
                         console_error!("relay: saving the position: {e}");
@@ -101,6 +103,25 @@ impl RelayInner {
         for tag in tags {
             for ws in self.state.get_websockets_with_tag(tag) {
                 js::send_shared(&ws, frame);
+            }
+        }
+    }
+
+    /// A frame for one user's sockets (found by their tag, without walking
+    /// the others) and live SSE streams: their read mark moved.
+    fn send_to_user(self: &Rc<Self>, user: &str, frame: &wasm_bindgen::JsValue) {
+        let mut sent = 0u64;
+        for ws in self.state.get_websockets_with_tag(&user_tag(user)) {
+            // The tag is a hash: the attachment says whose socket it is.
+            if attachment(&ws).is_some_and(|a| a.from.as_deref() == Some(user)) && js::send_shared(&ws, frame) {
+                sent += 1;
+            }
+        }
+        let _ = self.with_core(|c| c.sent(sent));
+        let has_stream = self.sse.borrow().iter().any(|c| c.user.as_deref() == Some(user));
+        if has_stream {
+            if let Some(text) = frame.as_string() {
+                self.write_sse_for(&sse::event("read", &text), Some(user));
             }
         }
     }

@@ -6,7 +6,7 @@ use super::attachment::attachment;
 use super::{JsFrame, RelayInner};
 use crate::edge::js;
 use herald_core::close_code::CloseCode;
-use herald_core::link::{LinkPub, PublishBatch};
+use herald_core::link::{LinkPub, PublishBatch, ReadCall};
 use herald_core::relay::Inbound;
 use herald_core::server_frame::{ack_frame, err_frame};
 use herald_core::single_flight::Pushed;
@@ -73,6 +73,12 @@ impl RelayInner {
                     self.refuse(&ws, id, Rejection::new(ErrorCode::Internal, "presence read failed; retry"));
                 }
             }
+            Inbound::Read { id, read } => {
+                if let Err(e) = self.read(&ws, id, &read).await {
+                    console_error!("relay: read: {e}");
+                    self.refuse(&ws, id, Rejection::new(ErrorCode::Internal, "read failed; retry"));
+                }
+            }
             Inbound::Publish { id, publish } => {
                 let bytes = publish.payload_bytes() + id.map_or(0, |i| i.get().len());
                 let pending = PendingPub { ws: ws.clone(), id: id.map(ToOwned::to_owned), publish };
@@ -96,6 +102,18 @@ impl RelayInner {
     async fn history(&self, ws: &WebSocket, id: Option<&RawValue>, since: u64, limit: u64) -> worker::Result<()> {
         let frame = self.room_link()?.history_frame(since, limit, id.map_or("null", RawValue::get)).await?;
         js::send_shared(ws, &frame);
+        Ok(())
+    }
+
+    /// Forwards a `read` frame to the Room, and acks it when it has an id,
+    /// with the user's mark after it. The mark's move reaches this socket
+    /// too, as a `read` frame through the Room, like every other connection
+    /// of the user.
+    async fn read(&self, ws: &WebSocket, id: Option<&RawValue>, read: &ReadCall) -> worker::Result<()> {
+        let reply = self.room_link()?.read(read).await?;
+        if let Some(id) = id {
+            let _ = ws.send_with_str(ack_frame(id, Some(reply.read)));
+        }
         Ok(())
     }
 

@@ -27,6 +27,9 @@ pub(super) struct SseClient {
     key: String,
     /// Who it is in presence.
     member: String,
+    /// Its user (`sub`), `None` for an anonymous reader: it gets that
+    /// user's `read` events.
+    pub user: Option<String>,
     /// Receives the fan-out. A resuming stream is not live until its
     /// replay has caught up (`catch_up`).
     pub live: bool,
@@ -56,7 +59,8 @@ impl RelayInner {
         self.presence_once()?;
         self.with_core(|c| c.member_connected(&member, grant.info.as_deref()))?;
         self.schedule_presence();
-        self.sse.borrow_mut().push(SseClient { out: Rc::clone(&out), exp: grant.expires_s, key, member, live });
+        let user = grant.user.clone();
+        self.sse.borrow_mut().push(SseClient { out: Rc::clone(&out), exp: grant.expires_s, key, member, user, live });
         if let Some(replay) = replay {
             self.start_catch_up(Target::Stream(Rc::clone(&out)), replay);
         }
@@ -72,6 +76,12 @@ impl RelayInner {
     /// forgetting the ones that left, ending the streams whose tokens
     /// expired, and cutting off the ones too far behind.
     pub(super) fn write_sse(self: &Rc<Self>, text: &str) {
+        self.write_sse_for(text, None);
+    }
+
+    /// [`RelayInner::write_sse`] for the streams of `user` only, or every
+    /// stream when `None`.
+    pub(super) fn write_sse_for(self: &Rc<Self>, text: &str, user: Option<&str>) {
         let now_s = js::now_ms() / 1000;
         let Ok((skew, bound)) = self.config().map(|c| (c.clock_skew_s, c.sse_max_buffer_bytes)) else { return };
         let chunk = Chunk::new(text);
@@ -90,6 +100,9 @@ impl RelayInner {
                 c.out.close();
                 gone.push((c.key.clone(), c.member.clone()));
                 return false;
+            }
+            if user.is_some() && c.user.as_deref() != user {
+                return true;
             }
             match c.out.push(chunk.clone(), bound) {
                 Pushed::Queued => {
