@@ -10,10 +10,10 @@
 //! [`answer_body`], one result per room in the order the body named them.
 
 use crate::auth::{Capability, Claims};
-use crate::client_frame::{json_depth, FrameLimits, MAX_MID_CHARS};
+use crate::client_frame::{bad, json_depth, present, FrameLimits, MAX_MID_CHARS};
 use crate::error::{to_json, ErrorCode, Rejection};
 use crate::room_name::validate_room;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashSet;
 
@@ -53,9 +53,6 @@ pub struct BatchEntry<'a> {
     pub ephemeral: bool,
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
 
 /// Both forms' fields, each kept raw so every mistake gets its own message.
 #[derive(Deserialize)]
@@ -84,9 +81,6 @@ struct WireMessage<'a> {
     ephemeral: Option<&'a RawValue>,
 }
 
-fn bad(message: impl Into<String>) -> Rejection {
-    Rejection::new(ErrorCode::BadFrame, message)
-}
 
 /// A room name as a message shows it: quoted, and cut short.
 fn shown(room: &str) -> String {

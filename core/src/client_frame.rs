@@ -222,7 +222,7 @@ impl PartialEq for FrameError<'_> {
     }
 }
 
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+pub(crate) fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
 
@@ -248,7 +248,7 @@ struct WireFrame<'a> {
     seq: Option<&'a RawValue>,
 }
 
-fn bad(message: impl Into<String>) -> Rejection {
+pub(crate) fn bad(message: impl Into<String>) -> Rejection {
     Rejection::new(ErrorCode::BadFrame, message)
 }
 
