@@ -96,6 +96,9 @@ export interface RoomOptions {
   maxInFlight?: number;
   /** The server's HERALD_MAX_FRAME_BYTES (65536): larger publishes are refused locally with too_large. */
   maxFrameBytes?: number;
+  /** Publishes waiting for their ack, in count (1000) and bytes (4 MiB); past either `publish` rejects with `overloaded`. */
+  maxQueued?: number;
+  maxQueuedBytes?: number;
   /** For tests: a fake clock and random source. */
   clock?: Clock;
   random?: () => number;
@@ -150,7 +153,7 @@ export function room(baseUrl: string, name: string, options?: RoomOptions): Room
 
 export const defaults: Readonly<{
   base: number; cap: number; minUptime: number; connectTimeout: number;
-  pingInterval: number; pongTimeout: number; maxInFlight: number; maxFrameBytes: number;
+  pingInterval: number; pongTimeout: number; maxInFlight: number; maxFrameBytes: number; maxQueued: number; maxQueuedBytes: number;
 }>;
 
 export const errorCodes: Readonly<Record<string, string>>;

@@ -37,6 +37,13 @@ export const defaults = Object.freeze({
    * its id, so it could not say which publish it refused.
    */
   maxFrameBytes: 65_536,
+  /**
+   * Publishes waiting for their ack (offline, or in flight), in count and
+   * in bytes. Past either, `publish` rejects with `overloaded` at once
+   * rather than let an app that publishes while offline grow without bound.
+   */
+  maxQueued: 1_000,
+  maxQueuedBytes: 4 * 1_048_576,
 });
 
 /** Publish (and read mark) retry delays after `rate_limited`/`overloaded` (full jitter). */
@@ -174,8 +181,12 @@ export class Room {
     if (bytes > this.options.maxFrameBytes) {
       return Promise.reject(new HeraldError("too_large", `the publish is ${bytes} bytes; the limit is ${this.options.maxFrameBytes}`));
     }
+    const queuedBytes = this.outbox.reduce((sum, e) => sum + e.bytes, 0);
+    if (this.outbox.length >= this.options.maxQueued || queuedBytes + bytes > this.options.maxQueuedBytes) {
+      return Promise.reject(new HeraldError("overloaded", `${this.outbox.length} publishes (${queuedBytes} bytes) are waiting for their ack; retry once some are acknowledged`));
+    }
     return new Promise((resolve, reject) => {
-      this.outbox.push({ id, mid, ephemeral, frame, body, resolve, reject, sent: false, retries: 0, notBefore: 0 });
+      this.outbox.push({ id, mid, ephemeral, frame, body, bytes, resolve, reject, sent: false, retries: 0, notBefore: 0 });
       this.pump();
     });
   }

@@ -4,9 +4,16 @@
 // dispatched event. Pure, so chunk boundaries are tested without a server.
 
 export class SseParser {
-  /** @param {(ev: {event: string, data: string, id: string | null}) => void} onEvent */
-  constructor(onEvent) {
+  /**
+   * @param {(ev: {event: string, data: string, id: string | null}) => void} onEvent
+   * @param {number} maxBuffer the most characters one event may take (Herald
+   *   never sends more than max(1 MiB, a message + 4 KiB) at once); past it
+   *   `push` throws, and the stream is dropped rather than held in memory.
+   */
+  constructor(onEvent, maxBuffer = 16 * 1_048_576) {
     this.onEvent = onEvent;
+    this.maxBuffer = maxBuffer;
+    this.pending = 0;
     this.buffer = "";
     this.reset();
   }
@@ -20,6 +27,9 @@ export class SseParser {
   /** Feed the next piece of decoded text. */
   push(text) {
     this.buffer += text;
+    if (this.buffer.length + this.pending > this.maxBuffer) {
+      throw new RangeError(`event stream: an event over ${this.maxBuffer} characters`);
+    }
     for (;;) {
       const nl = this.buffer.search(/\r\n|\r|\n/);
       if (nl < 0) return;
@@ -34,6 +44,7 @@ export class SseParser {
 
   line(line) {
     if (line === "") {
+      this.pending = 0;
       if (this.data.length > 0) {
         this.onEvent({ event: this.event || "message", data: this.data.join("\n"), id: this.id });
       }
@@ -46,7 +57,10 @@ export class SseParser {
     let value = colon < 0 ? "" : line.slice(colon + 1);
     if (value.startsWith(" ")) value = value.slice(1);
     if (field === "event") this.event = value;
-    else if (field === "data") this.data.push(value);
+    else if (field === "data") {
+      this.data.push(value);
+      this.pending += value.length;
+    }
     else if (field === "id" && !value.includes("\0")) this.id = value;
   }
 }

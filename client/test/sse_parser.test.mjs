@@ -28,3 +28,11 @@ test("the same events whatever the chunk boundaries", () => {
     assert.deepEqual(parse(chunks), whole, `chunks of ${size}`);
   }
 });
+
+test("an event past the bound throws instead of growing the buffer", () => {
+  const p = new SseParser(() => {}, 100);
+  p.push("data: " + "x".repeat(60) + "\n");
+  assert.throws(() => p.push("data: " + "y".repeat(60)), RangeError);
+  const ok = new SseParser(() => {}, 100);
+  for (let i = 0; i < 50; i++) ok.push("data: " + "z".repeat(60) + "\n\n"); // many events, each small
+});

@@ -46,13 +46,8 @@ pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
             sql.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), None)?;
         }
     }
-    #[derive(Deserialize)]
-    struct Kv {
-        k: String,
-        v: String,
-    }
-    let meta: Vec<Kv> = sql.exec("SELECT k, v FROM meta", None)?.to_array()?;
-    let get = |key: &str| meta.iter().find(|kv| kv.k == key).map(|kv| kv.v.clone());
+    let meta = meta_entries(sql, "")?;
+    let get = |key: &str| meta.get(key).cloned();
     let (Some(epoch), Some(seq)) = (get("epoch"), get("seq")) else {
         return Ok(None);
     };
@@ -187,6 +182,18 @@ pub fn save_presence(sql: &SqlStorage, changed: &[(String, Option<PresenceRow>)]
         )?;
     }
     Ok(())
+}
+
+/// The `meta` rows whose key starts with `prefix` ("" for all of them).
+pub fn meta_entries(sql: &SqlStorage, prefix: &str) -> Result<std::collections::HashMap<String, String>> {
+    #[derive(Deserialize)]
+    struct Kv {
+        k: String,
+        v: String,
+    }
+    let rows: Vec<Kv> =
+        sql.exec("SELECT k, v FROM meta WHERE substr(k, 1, length(?1)) = ?1", vec![prefix.into()])?.to_array()?;
+    Ok(rows.into_iter().map(|kv| (kv.k, kv.v)).collect())
 }
 
 fn put_meta(sql: &SqlStorage, key: &str, value: String) -> Result<()> {

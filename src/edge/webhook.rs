@@ -60,13 +60,8 @@ fn put_meta(sql: &SqlStorage, key: &str, value: String) -> Result<()> {
 /// after `storage::load` (which creates `meta`).
 pub fn load(sql: &SqlStorage) -> Result<Option<SavedWebhooks>> {
     sql.exec(SCHEMA, None)?;
-    #[derive(Deserialize)]
-    struct Kv {
-        k: String,
-        v: String,
-    }
-    let meta: Vec<Kv> = sql.exec("SELECT k, v FROM meta WHERE k LIKE 'webhook_%'", None)?.to_array()?;
-    let get = |key: &str| meta.iter().find(|kv| kv.k == key).map(|kv| kv.v.as_str());
+    let meta = super::storage::meta_entries(sql, "webhook_")?;
+    let get = |key: &str| meta.get(key).map(String::as_str);
     let Some(prefix) = get("webhook_prefix") else { return Ok(None) };
     let number = |key: &str| get(key).and_then(|v| v.parse::<u64>().ok());
     let state = WebhookState {
