@@ -166,6 +166,17 @@ impl Server {
             log_path: PathBuf::new(),
             startup: Duration::ZERO,
         };
+        // A port that was free when probed may be taken by another process
+        // (or one of workerd's own sockets) before wrangler binds it: retry
+        // on fresh ports. `restart` keeps its ports and does not retry.
+        for _ in 0..3 {
+            if !server.spawn_and_wait_for(true).await {
+                return server;
+            }
+            eprintln!("[harness] a port was taken during startup; retrying on fresh ports");
+            server.port = free_port();
+            server.inspector_port = free_port();
+        }
         server.spawn_and_wait().await;
         server
     }
@@ -256,6 +267,13 @@ impl Server {
     }
 
     async fn spawn_and_wait(&mut self) {
+        self.spawn_and_wait_for(false).await;
+    }
+
+    /// Starts wrangler and waits until it is healthy. Returns true (instead
+    /// of failing) only when `addr_in_use_ok` and wrangler exited because an
+    /// address was already in use.
+    async fn spawn_and_wait_for(&mut self, addr_in_use_ok: bool) -> bool {
         self.log_path = itest_dir().join(format!("wrangler-{}.log", unique_suffix()));
         let log = File::create(&self.log_path).expect("create wrangler log");
         let log2 = log.try_clone().expect("clone log handle");
@@ -285,6 +303,10 @@ impl Server {
             let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 self.kill_group().await; // workerd may outlive wrangler
+                let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+                if addr_in_use_ok && log.contains("Address already in use") {
+                    return true;
+                }
                 self.fail(&format!("wrangler exited during startup ({status})"));
             }
             if Instant::now() >= deadline {
@@ -302,6 +324,7 @@ impl Server {
             self.startup.as_millis(),
             self.log_path.display()
         );
+        false
     }
 
     fn fail(&self, what: &str) -> ! {

@@ -182,8 +182,18 @@ export async function startServer({ vars = {}, persistDir, port } = {}) {
     persistDir: resolve(persistDir ?? join(ITEST_DIR, `state-${uniqueSuffix()}`)),
     ownsPersistDir,
   });
-  await server.start();
-  return server;
+  // A port free when probed may be taken before wrangler binds it: retry
+  // on a fresh one, unless the caller chose the port.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await server.start();
+      return server;
+    } catch (e) {
+      if (port !== undefined || attempt >= 3 || !/Address already in use/.test(e.message)) throw e;
+      server.port = await freePort();
+      server.url = `http://127.0.0.1:${server.port}`;
+    }
+  }
 }
 
 class Server {
