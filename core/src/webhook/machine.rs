@@ -115,6 +115,9 @@ pub struct Webhooks {
     occupied: bool,
     vacate_at: Option<u64>,
     in_flight: Option<InFlight>,
+    /// The last attempt the watchdog gave up on: its answer may still
+    /// come, and a 2xx means the receiver has those events.
+    given_up: Option<InFlight>,
     attempt: u32,
     hold_until: Option<u64>,
     rng: Rng,
@@ -147,6 +150,7 @@ impl Webhooks {
             occupied,
             vacate_at,
             in_flight: None,
+            given_up: None,
             attempt: 0,
             hold_until: None,
             rng: Rng::new(seed.rotate_left(29) ^ 0x40b4),
@@ -235,6 +239,7 @@ impl Webhooks {
         self.tick(now);
         if let Some(f) = self.in_flight.filter(|f| f.watchdog <= now) {
             self.sent(now, f.id, Outcome::Failed("the request's answer never came back".into()));
+            self.given_up = Some(f);
         }
         if self.state_dirty || !self.unsaved.is_empty() {
             self.state_dirty = false;
@@ -257,10 +262,17 @@ impl Webhooks {
         Some(WebhookAction::Send(WebhookRequest { id, url: self.config.url.clone(), body, signature, timestamp: now, events: len }))
     }
 
-    /// The answer to request `id` (ignored unless it is the one in flight).
+    /// The answer to request `id`: the one in flight, or a 2xx that came
+    /// late for the attempt the watchdog gave up on (its events are
+    /// delivered, so they are not sent again). Anything else is ignored.
     pub fn sent(&mut self, now: u64, id: u64, outcome: Outcome) {
-        let Some(flight) = self.in_flight.filter(|f| f.id == id) else { return };
-        self.in_flight = None;
+        let late = self.given_up.filter(|f| f.id == id && matches!(outcome, Outcome::Status(200..=299)));
+        let Some(flight) = self.in_flight.filter(|f| f.id == id).or(late) else { return };
+        if late.is_some() {
+            self.given_up = None;
+        } else {
+            self.in_flight = None;
+        }
         match outcome {
             Outcome::Status(status) if (200..300).contains(&status) => {
                 self.sent += self.queue.pop_through(flight.last) as u64;
@@ -502,7 +514,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_answer_is_given_up_by_the_watchdog_and_a_late_one_is_ignored() {
+    fn a_lost_answer_is_given_up_by_the_watchdog_and_a_late_2xx_still_counts() {
         let mut w = machine();
         w.observe(0, vec![added("ana")], 1);
         let (sends, _) = drain(&mut w, 0);
@@ -515,10 +527,29 @@ mod tests {
         let due = w.next_deadline().unwrap();
         let (sends, _) = drain(&mut w, due);
         assert_ne!(sends[0].id, first);
+        w.sent(due, first, Outcome::Status(500));
+        assert_eq!((w.stats().sent, w.stats().in_flight, w.stats().failed_attempts), (0, 2, 1), "a late failure of the old attempt is ignored");
         w.sent(due, first, Outcome::Status(200));
-        assert_eq!((w.stats().sent, w.stats().in_flight), (0, 2), "the late answer of the old attempt is ignored");
+        assert_eq!((w.stats().sent, w.stats().queued), (2, 0), "a late 2xx: the receiver has them");
+        w.sent(due, first, Outcome::Status(200));
         w.sent(due, sends[0].id, Outcome::Status(200));
-        assert_eq!((w.stats().sent, w.stats().queued), (2, 0));
+        assert_eq!((w.stats().sent, w.stats().queued), (2, 0), "counted once");
+    }
+
+    /// Found by the property below: the watchdog gave a request up, its
+    /// 2xx came back before the resend, and the resend repeated it.
+    #[test]
+    fn a_late_2xx_before_the_resend_prevents_the_resend() {
+        let mut w = machine();
+        w.observe(0, vec![added("ana")], 1);
+        let (sends, _) = drain(&mut w, 0);
+        let watchdog = REQUEST_TIMEOUT_MS + WATCHDOG_SLACK_MS;
+        assert!(drain(&mut w, watchdog).0.is_empty(), "given up, held for the backoff");
+        w.sent(watchdog, sends[0].id, Outcome::Status(204));
+        let (again, others) = drain(&mut w, watchdog + 60_000);
+        assert!(again.is_empty(), "not sent twice: {again:?}");
+        assert_eq!(others, vec![WebhookAction::Forget { upto: 2 }]);
+        assert_eq!((w.stats().sent, w.stats().queued, w.next_deadline()), (2, 0, None));
     }
 
     #[derive(Debug, Clone)]
