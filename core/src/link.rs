@@ -38,7 +38,6 @@ pub mod path {
     pub const CONNECT: &str = "/_herald/connect";
     pub const EVENTS: &str = "/_herald/events";
     pub const REPORT: &str = "/_herald/report";
-    pub const PUBLISH: &str = "/_herald/publish";
     pub const HTTP_PUBLISH: &str = "/_herald/http-publish";
     pub const DELIVER: &str = "/_herald/deliver";
     pub const RANGE: &str = "/_herald/range";

@@ -3,14 +3,15 @@
 //! Relay ([`deliver`]). Bodies and headers are `herald_core::link`'s; this
 //! file only moves them.
 
-use super::http::{call_json, header, internal_request, js_text, post_for_js_text};
+use super::http::{call_json, header, internal_request, js_text};
 use herald_core::link::{
     self, path, DeliveryHead, JoinReply, LinkPub, PresenceAck, PresenceCall, PublishReply, RangeHead, ReadCall, ReadReply,
     RelayReport, UnreadCount,
 };
 use herald_core::Region;
 use wasm_bindgen::JsValue;
-use worker::{Env, Method, Request, Response, Result, Stub};
+use wasm_bindgen::JsCast;
+use worker::{Env, Method, ObjectNamespace, Request, Response, Result, Stub};
 
 /// How the Room rate-limits an HTTP history read.
 pub enum HistoryRate {
@@ -22,13 +23,15 @@ pub enum HistoryRate {
 
 /// A Relay's handle on its Room.
 pub struct RoomLink {
+    namespace: ObjectNamespace,
     stub: Stub,
     room: String,
 }
 
 impl RoomLink {
     pub fn new(env: &Env, room: &str) -> Result<Self> {
-        Ok(RoomLink { stub: env.durable_object("ROOM")?.get_by_name(room)?, room: room.to_owned() })
+        let namespace = env.durable_object("ROOM")?;
+        Ok(RoomLink { stub: namespace.get_by_name(room)?, namespace, room: room.to_owned() })
     }
 
     fn headers(&self) -> [(&str, &str); 1] {
@@ -85,9 +88,24 @@ impl RoomLink {
     }
 
     /// Forwards a publish batch (already JSON, so a retry sends the same
-    /// bytes). The answer's delivery frame stays a JS string.
+    /// bytes) by Durable Object RPC: `publish(room, batch)` on the Room's
+    /// JS class (`shim/entry.mjs`), which answers what `POST /link/publish`
+    /// would, as one string. RPC skips the HTTP framing (a `Request`, its
+    /// headers, a body stream each way), which a stub `fetch` pays per call.
+    /// The answer's delivery frame stays a JS string.
     pub async fn publish(&self, batch_json: String) -> Result<(PublishReply, Option<JsValue>)> {
-        let answer = post_for_js_text(&self.stub, path::PUBLISH, &self.headers(), batch_json).await?;
+        // A fresh stub per call: a stub whose call failed stays broken.
+        let stub: JsValue = self.namespace.get_by_name(&self.room)?.into_rpc();
+        let method: js_sys::Function = js_sys::Reflect::get(&stub, &JsValue::from_str("publish"))?
+            .dyn_into()
+            .map_err(|_| worker::Error::RustError("the Room stub has no publish method".into()))?;
+        // `Reflect.apply`, not `method.call(…)`: on an RPC stub, `call` would
+        // itself be taken for a remote method's name.
+        let args = js_sys::Array::of2(&JsValue::from_str(&self.room), &JsValue::from_str(&batch_json));
+        let pending = js_sys::Reflect::apply(&method, &stub, &args)?;
+        let answer = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&pending)).await?;
+        let answer: js_sys::JsString =
+            answer.dyn_into().map_err(|_| worker::Error::RustError("publish answered something other than text".into()))?;
         // Split in JS, as `link::split_answer` does: the frame never crosses
         // into Rust; only the small JSON line is read.
         let (head, frame) = match answer.index_of("\n", 0) {

@@ -85,7 +85,47 @@ struct HistoryParams {
     limit: u64,
 }
 
+/// The link's publish call, made by Durable Object RPC: the Room's JS class
+/// (`shim/entry.mjs`, which extends `DurableObject` so that the runtime
+/// allows RPC) forwards `publish(room, batch)` here. Stub `fetch` carried it
+/// before; RPC saves the HTTP framing on the hottest internal call.
+#[wasm_bindgen::prelude::wasm_bindgen]
+impl Room {
+    /// Orders and stores a relay's publish batch (JSON, a
+    /// [`PublishBatch`]); the answer is [`join_answer`]'s text. A thrown
+    /// error means nothing can be said of the batch: the relay sends it
+    /// again with the same id, and the Room answers what it stored.
+    #[wasm_bindgen::prelude::wasm_bindgen(js_name = publishRpc)]
+    pub fn publish_rpc(&self, room: String, batch: String) -> std::result::Result<String, JsValue> {
+        self.inner.publish(&room, &batch).map_err(|e| {
+            console_error!("room: publish: {e}");
+            JsValue::from(js_sys::Error::new(&format!("the room failed: {e}")))
+        })
+    }
+}
+
 impl RoomInner {
+    fn publish(self: &Rc<Self>, room: &str, batch: &str) -> Result<String> {
+        self.ensure_core_named(room)?;
+        let batch: PublishBatch = serde_json::from_str(batch)?;
+        let now = js::now_ms();
+        let region = batch.report.region;
+        let (reply, frame, fail) = self.with_core(|c| {
+            let outcomes = c.publish_batch(now, batch);
+            // Before the pump, so the publishing relay's messages ride in
+            // this answer rather than in a call of their own.
+            let delivery = c.reply_delivery(now, region);
+            let reply = PublishReply { epoch: c.epoch().to_owned(), outcomes, delivery: delivery.as_ref().map(|d| d.head.clone()) };
+            (reply, delivery.map(|d| d.frame), c.fail_publish_answer())
+        })?;
+        self.pump()?;
+        if fail {
+            // Fault injection: stored, but the answer is "lost".
+            return Err(worker::Error::RustError("fault injected: publish answer dropped".into()));
+        }
+        Ok(join_answer(&reply, frame.as_deref())?)
+    }
+
     /// Loads the core from storage on first use. The room name comes from
     /// the caller's header because it is needed before anything else.
     fn ensure_core(&self, req: Option<&Request>) -> Result<()> {
@@ -97,6 +137,18 @@ impl RoomInner {
             (None, Some(req)) => header(req, link::HDR_ROOM)?,
             (None, None) => return Err(worker::Error::RustError("room does not know its name".into())),
         };
+        self.load_core(room)
+    }
+
+    /// [`Self::ensure_core`] for an RPC call, which names the room itself.
+    fn ensure_core_named(&self, caller: &str) -> Result<()> {
+        if self.core.borrow().is_some() {
+            return Ok(());
+        }
+        self.load_core(self.state.id().name().unwrap_or_else(|| caller.to_owned()))
+    }
+
+    fn load_core(&self, room: String) -> Result<()> {
         let config = self.config.as_ref().map_err(|e| worker::Error::RustError(e.clone()))?;
         let restored = storage::load(&self.state.storage().sql())?;
         // The construction time numbers the incarnation: it grows.
@@ -130,29 +182,6 @@ impl RoomInner {
                 let report: RelayReport = read_json(&mut req).await?;
                 let reply: JoinReply = self.with_core(|c| c.report(js::now_ms(), report))?;
                 json(&reply)
-            }
-            path::PUBLISH => {
-                let batch: PublishBatch = read_json(&mut req).await?;
-                let now = js::now_ms();
-                let region = batch.report.region;
-                let (reply, frame, fail) = self.with_core(|c| {
-                    let outcomes = c.publish_batch(now, batch);
-                    // Before the pump, so the publishing relay's messages ride
-                    // in this answer rather than in a call of their own.
-                    let delivery = c.reply_delivery(now, region);
-                    let reply = PublishReply {
-                        epoch: c.epoch().to_owned(),
-                        outcomes,
-                        delivery: delivery.as_ref().map(|d| d.head.clone()),
-                    };
-                    (reply, delivery.map(|d| d.frame), c.fail_publish_answer())
-                })?;
-                self.pump()?;
-                if fail {
-                    // Fault injection: stored, but the answer is "lost".
-                    return reject(&Rejection::new(ErrorCode::Internal, "fault injected: publish answer dropped"));
-                }
-                json_text(join_answer(&reply, frame.as_deref())?, 200)
             }
             path::HTTP_PUBLISH => {
                 let p: LinkPub = read_json(&mut req).await?;
