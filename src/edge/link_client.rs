@@ -21,17 +21,20 @@ pub enum HistoryRate {
     Exempt,
 }
 
-/// A Relay's handle on its Room.
+/// A Relay's handle on its Room. Each call gets its own stub: a stub whose
+/// call failed stays broken, and a retry must not inherit that.
 pub struct RoomLink {
     namespace: ObjectNamespace,
-    stub: Stub,
     room: String,
 }
 
 impl RoomLink {
     pub fn new(env: &Env, room: &str) -> Result<Self> {
-        let namespace = env.durable_object("ROOM")?;
-        Ok(RoomLink { stub: namespace.get_by_name(room)?, namespace, room: room.to_owned() })
+        Ok(RoomLink { namespace: env.durable_object("ROOM")?, room: room.to_owned() })
+    }
+
+    fn stub(&self) -> Result<Stub> {
+        self.namespace.get_by_name(&self.room)
     }
 
     fn headers(&self) -> [(&str, &str); 1] {
@@ -40,24 +43,24 @@ impl RoomLink {
 
     /// Reports the relay (and joins, when it has no position).
     pub async fn report(&self, report: &RelayReport) -> Result<JoinReply> {
-        call_json(&self.stub, path::REPORT, &self.headers(), report).await
+        call_json(&self.stub()?, path::REPORT, &self.headers(), report).await
     }
 
     /// Sends the relay's presence news; the answer says what was applied.
     pub async fn presence(&self, call: &PresenceCall) -> Result<PresenceAck> {
-        call_json(&self.stub, path::PRESENCE, &self.headers(), call).await
+        call_json(&self.stub()?, path::PRESENCE, &self.headers(), call).await
     }
 
     /// A user's `read` frame; the answer is their mark after it.
     pub async fn read(&self, call: &ReadCall) -> Result<ReadReply> {
-        call_json(&self.stub, path::READ, &self.headers(), call).await
+        call_json(&self.stub()?, path::READ, &self.headers(), call).await
     }
 
     /// A user's unread count up to `upto` (the relay's cursor), for their
     /// welcome; `None` when the room has no read marks.
     pub async fn unread_for_welcome(&self, user: &str, upto: u64) -> Result<Option<UnreadCount>> {
         let url = format!("{}?user={}&upto={upto}", path::UNREAD, crate::edge::js::url_encode(user));
-        let resp = self.stub.fetch_with_request(internal_request(Method::Get, &url, &self.headers(), None)?).await?;
+        let resp = self.stub()?.fetch_with_request(internal_request(Method::Get, &url, &self.headers(), None)?).await?;
         let text = String::from(js_text(&resp).await?);
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!("unread answered {}: {text}", resp.status_code())));
@@ -69,7 +72,7 @@ impl RoomLink {
     /// `{"user":U,"read":N,"unread":K}`.
     pub async fn unread(&self, user: &str) -> Result<Response> {
         let url = format!("{}?user={}", path::UNREAD, crate::edge::js::url_encode(user));
-        self.stub.fetch_with_request(internal_request(Method::Get, &url, &self.headers(), None)?).await
+        self.stub()?.fetch_with_request(internal_request(Method::Get, &url, &self.headers(), None)?).await
     }
 
     /// A page of the room's members, rendered by the Room: as the answer to
@@ -84,18 +87,17 @@ impl RoomLink {
         if let Some(id) = id {
             headers.push(("x-herald-id", id));
         }
-        self.stub.fetch_with_request(internal_request(Method::Get, &url, &headers, None)?).await
+        self.stub()?.fetch_with_request(internal_request(Method::Get, &url, &headers, None)?).await
     }
 
     /// Forwards a publish batch (already JSON, so a retry sends the same
     /// bytes) by Durable Object RPC: `publish(room, batch)` on the Room's
-    /// JS class (`shim/entry.mjs`), which answers what `POST /link/publish`
-    /// would, as one string. RPC skips the HTTP framing (a `Request`, its
-    /// headers, a body stream each way), which a stub `fetch` pays per call.
+    /// JS class (`shim/entry.mjs`), answered with `link::join_answer`'s
+    /// text. RPC skips the HTTP framing (a `Request`, its headers, a body
+    /// stream each way), which a stub `fetch` pays per call.
     /// The answer's delivery frame stays a JS string.
     pub async fn publish(&self, batch_json: String) -> Result<(PublishReply, Option<JsValue>)> {
-        // A fresh stub per call: a stub whose call failed stays broken.
-        let stub: JsValue = self.namespace.get_by_name(&self.room)?.into_rpc();
+        let stub: JsValue = self.stub()?.into_rpc();
         let method: js_sys::Function = js_sys::Reflect::get(&stub, &JsValue::from_str("publish"))?
             .dyn_into()
             .map_err(|_| worker::Error::RustError("the Room stub has no publish method".into()))?;
@@ -127,7 +129,7 @@ impl RoomLink {
             url.push_str(&super::js::url_encode(epoch));
         }
         let req = internal_request(Method::Get, &url, &self.headers(), None)?;
-        let resp = self.stub.fetch_with_request(req).await?;
+        let resp = self.stub()?.fetch_with_request(req).await?;
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!("range read answered {}", resp.status_code())));
         }
@@ -145,17 +147,17 @@ impl RoomLink {
             HistoryRate::Key(key) => headers.push((link::HDR_RATE_KEY, key.as_str())),
             HistoryRate::Exempt => headers.push((link::HDR_RATE_EXEMPT, "1")),
         }
-        self.stub.fetch_with_request(internal_request(Method::Get, &url, &headers, None)?).await
+        self.stub()?.fetch_with_request(internal_request(Method::Get, &url, &headers, None)?).await
     }
 
     /// `DELETE …/messages`, answered by the Room as the client gets it.
     pub async fn erase(&self) -> Result<Response> {
-        self.stub.fetch_with_request(internal_request(Method::Post, path::ERASE, &self.headers(), None)?).await
+        self.stub()?.fetch_with_request(internal_request(Method::Post, path::ERASE, &self.headers(), None)?).await
     }
 
     /// `GET …/stats`, answered by the Room as the client gets it.
     pub async fn stats(&self) -> Result<Response> {
-        self.stub.fetch_with_request(internal_request(Method::Get, path::STATS, &self.headers(), None)?).await
+        self.stub()?.fetch_with_request(internal_request(Method::Get, path::STATS, &self.headers(), None)?).await
     }
 
     /// An HTTP publish, answered by the Room as the client gets it:
@@ -167,7 +169,7 @@ impl RoomLink {
             headers.push((link::HDR_RATE_EXEMPT, "1"));
         }
         let body = JsValue::from_str(&serde_json::to_string(publish)?);
-        self.stub.fetch_with_request(internal_request(Method::Post, path::HTTP_PUBLISH, &headers, Some(body))?).await
+        self.stub()?.fetch_with_request(internal_request(Method::Post, path::HTTP_PUBLISH, &headers, Some(body))?).await
     }
 
     /// A `history` frame for a client, rendered by the Room. Exempt from the
@@ -182,7 +184,7 @@ impl RoomLink {
             (link::HDR_RATE_EXEMPT, "1"),
         ];
         let req = internal_request(Method::Get, &url, &headers, None)?;
-        let resp = self.stub.fetch_with_request(req).await?;
+        let resp = self.stub()?.fetch_with_request(req).await?;
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!("history answered {}", resp.status_code())));
         }
