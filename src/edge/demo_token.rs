@@ -10,16 +10,16 @@ use herald_core::{Config, ErrorCode};
 use worker::{Env, Method, Request, Response, Result};
 
 pub fn handle(req: &Request, env: &Env, config: &Config) -> Result<Response> {
-    let url = req.url()?;
+    let url = super::url::Url::of(req)?;
     // Off (HERALD_DEMO_ROOMS empty) or not asked through a loopback host:
     // the endpoint does not exist, whatever the method.
-    if !demo::demo_enabled(&config.demo_rooms, url.host_str()) {
+    if !demo::demo_enabled(&config.demo_rooms, Some(url.host().as_str())) {
         return reject_with(ErrorCode::NotFound, "no such endpoint");
     }
     if req.method() != Method::Get {
         return reject_with(ErrorCode::MethodNotAllowed, "only GET is allowed here");
     }
-    let raw_name = url.query_pairs().find(|(k, _)| k == "name").map(|(_, v)| v.into_owned());
+    let raw_name = url.param("name");
     let name = match demo::demo_name(raw_name.as_deref()) {
         Ok(n) => n,
         Err(r) => return reject(&r),

@@ -11,6 +11,7 @@ mod relay;
 mod room_object;
 mod router;
 mod storage;
+mod url;
 mod vars;
 mod wakeups;
 mod webhook;

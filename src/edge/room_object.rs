@@ -3,13 +3,13 @@
 //! `fetch` calls. It holds no sockets, so it is evicted whenever idle.
 
 use super::http::{header, json, json_text, read_json, reject};
+use super::url::Url;
 use super::{js, link_client, storage, wakeups, webhook};
 use herald_core::link::{self, join_answer, path, JoinReply, LinkPub, PublishBatch, PublishReply, RelayReport};
 use herald_core::room::{Delivery, RoomAction, RoomCore};
 use herald_core::server_frame::{batch_frame, history_frame};
 use herald_core::webhook::{Outcome, WebhookAction, WebhookRequest};
 use herald_core::{Config, ErrorCode, Rejection};
-use serde::Deserialize;
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
@@ -56,33 +56,6 @@ impl DurableObject for Room {
             }
         }
     }
-}
-
-#[derive(Deserialize)]
-struct SnapshotQuery {
-    cursor: Option<String>,
-    limit: u64,
-}
-
-#[derive(Deserialize)]
-struct RangeQuery {
-    after: u64,
-    upto: u64,
-    epoch: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct UnreadQuery {
-    user: String,
-    /// A relay welcoming the user: count up to its cursor, and answer
-    /// `null` when the room has no read marks.
-    upto: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct HistoryParams {
-    since: u64,
-    limit: u64,
 }
 
 /// The link's publish call, made by Durable Object RPC: the Room's JS class
@@ -202,8 +175,9 @@ impl RoomInner {
             }
             path::RANGE => {
                 // Gap repair (no epoch) and resume (with the client's epoch).
-                let q: RangeQuery = req.query()?;
-                let (plan, fail) = self.with_core(|c| (c.range(js::now_ms(), q.after, q.upto, q.epoch.as_deref()), c.fail_range()))?;
+                let q = Url::of(&req)?;
+                let (after, upto, epoch) = (q.required_u64("after")?, q.required_u64("upto")?, q.param("epoch"));
+                let (plan, fail) = self.with_core(|c| (c.range(js::now_ms(), after, upto, epoch.as_deref()), c.fail_range()))?;
                 if fail {
                     return reject(&Rejection::new(ErrorCode::Internal, "fault injected: range read failed"));
                 }
@@ -221,8 +195,9 @@ impl RoomInner {
                 if let Some(refused) = self.history_over_rate(&req)? {
                     return Ok(refused);
                 }
-                let q: HistoryParams = req.query()?;
-                let plan = self.with_core(|c| c.read(js::now_ms(), q.since, q.limit))?;
+                let q = Url::of(&req)?;
+                let (since, limit) = (q.required_u64("since")?, q.required_u64("limit")?);
+                let plan = self.with_core(|c| c.read(js::now_ms(), since, limit))?;
                 let page = storage::read_page(&self.state.storage().sql(), plan.after, plan.upto, plan.limit)?;
                 let epoch = self.with_core(|c| c.epoch().to_owned())?;
                 let id = req.headers().get("x-herald-id")?;
@@ -237,9 +212,10 @@ impl RoomInner {
                 json(&ack)
             }
             path::PRESENCE_SNAPSHOT => {
-                let q: SnapshotQuery = req.query()?;
-                let limit = usize::try_from(q.limit.clamp(1, herald_core::presence::MAX_SNAPSHOT_LIMIT)).unwrap_or(1);
-                let page = self.with_core(|c| c.presence_snapshot(q.cursor.as_deref(), limit))?;
+                let q = Url::of(&req)?;
+                let limit = q.required_u64("limit")?;
+                let limit = usize::try_from(limit.clamp(1, herald_core::presence::MAX_SNAPSHOT_LIMIT)).unwrap_or(1);
+                let page = self.with_core(|c| c.presence_snapshot(q.param("cursor").as_deref(), limit))?;
                 let id = req.headers().get("x-herald-id")?;
                 json_text(herald_core::presence::snapshot_frame(id.as_deref(), &page), 200)
             }
@@ -252,18 +228,22 @@ impl RoomInner {
                 json(&reply)
             }
             path::UNREAD => {
-                let q: UnreadQuery = req.query()?;
+                let q = Url::of(&req)?;
+                let user = q.param("user").ok_or_else(|| worker::Error::RustError("query parameter user missing".into()))?;
+                // A relay welcoming the user names its cursor: count up to
+                // it, and answer `null` when the room has no read marks.
+                let upto = q.optional_u64("upto")?;
                 let sql = self.state.storage().sql();
-                if q.upto.is_some() && !self.with_core(|c| c.reads_used())? {
+                if upto.is_some() && !self.with_core(|c| c.reads_used())? {
                     // A room without marks: the welcome carries no count.
                     return json_text("null".into(), 200);
                 }
-                let read = storage::read_mark(&sql, &q.user)?;
-                let plan = self.with_core(|c| c.unread_plan(js::now_ms(), read, q.upto))?;
-                let unread = storage::count_unread(&sql, plan, &q.user)?;
-                match q.upto {
+                let read = storage::read_mark(&sql, &user)?;
+                let plan = self.with_core(|c| c.unread_plan(js::now_ms(), read, upto))?;
+                let unread = storage::count_unread(&sql, plan, &user)?;
+                match upto {
                     Some(_) => json(&link::UnreadCount { read, unread }),
-                    None => json(&serde_json::json!({"user": q.user, "read": read, "unread": unread})),
+                    None => json(&serde_json::json!({"user": user, "read": read, "unread": unread})),
                 }
             }
             path::ERASE => {

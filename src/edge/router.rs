@@ -5,6 +5,7 @@
 use super::http::{json_text, read_body_bounded, reject, reject_with};
 use super::js;
 use super::link_client::{HistoryRate, RoomLink};
+use super::url::Url;
 use herald_core::link::relay_name;
 use herald_core::link::{self, path, LinkPub};
 use herald_core::auth::{authorize, verify_token, Capability, Grant, Keys};
@@ -19,8 +20,8 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
         Ok(c) => c,
         Err(e) => return reject_with(ErrorCode::Internal, format!("server misconfigured: {e}")),
     };
-    let url = req.url()?;
-    let segments: Vec<&str> = url.path().trim_start_matches('/').split('/').collect();
+    let path = super::url::Url::of(&req)?.path();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         // `/` and the demo page are static assets (wrangler.toml `[assets]`),
         // answered before the Worker runs; `/` reaching here is a 404.
@@ -77,10 +78,7 @@ pub async fn handle(req: Request, env: Env) -> Result<Response> {
 /// The token from `?token=` (browsers cannot set headers on a WebSocket) or
 /// `Authorization: Bearer`.
 fn presented_token(req: &Request) -> Option<String> {
-    let from_query = req
-        .url()
-        .ok()
-        .and_then(|u| u.query_pairs().find(|(k, _)| k == "token").map(|(_, v)| v.into_owned()));
+    let from_query = Url::of(req).ok().and_then(|u| u.param("token"));
     from_query.or_else(|| {
         let auth = req.headers().get("authorization").ok().flatten()?;
         auth.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
@@ -140,8 +138,8 @@ fn percent_decode(s: &str) -> String {
 /// The client's region: `?region=` when trusted, else `cf`, else the default.
 fn pick_region(req: &Request, config: &Config) -> std::result::Result<Region, Rejection> {
     if config.trust_region_param {
-        let url = req.url().map_err(|_| Rejection::new(ErrorCode::BadFrame, "bad URL"))?;
-        if let Some((_, hint)) = url.query_pairs().find(|(k, _)| k == "region") {
+        let url = Url::of(req).map_err(|_| Rejection::new(ErrorCode::BadFrame, "bad URL"))?;
+        if let Some(hint) = url.param("region") {
             return Region::parse(&hint);
         }
     }
@@ -159,8 +157,7 @@ async fn connect(req: Request, env: &Env, config: &Config, room: &str, grant: &G
         Ok(r) => r,
         Err(r) => return reject(&r),
     };
-    let url = req.url()?;
-    if let Some((_, mode)) = url.query_pairs().find(|(k, _)| k == "presence") {
+    if let Some(mode) = Url::of(&req)?.param("presence") {
         if mode != "events" && mode != "counts" {
             return reject(&Rejection::new(ErrorCode::BadFrame, "presence must be \"events\" or \"counts\""));
         }
@@ -220,7 +217,7 @@ async fn to_relay(
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
     // The presence subscription (validated by the caller) rides along.
-    let presence = req.url()?.query_pairs().find(|(k, _)| k == "presence").map(|(_, v)| v.into_owned());
+    let presence = Url::of(&req)?.param("presence");
     let mut query = Vec::new();
     if let Some((since, epoch)) = resume {
         query.push(format!("since={since}&epoch={}", js::url_encode(&epoch)));
@@ -235,16 +232,16 @@ async fn to_relay(
 
 /// `?since=N&epoch=E` on a connect, checked by the core.
 fn resume_query(req: &Request) -> std::result::Result<Option<(u64, String)>, Rejection> {
-    let url = req.url().map_err(|_| Rejection::new(ErrorCode::BadFrame, "bad URL"))?;
-    let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let url = Url::of(req).map_err(|_| Rejection::new(ErrorCode::BadFrame, "bad URL"))?;
+    let get = |name: &str| url.param(name);
     herald_core::client_frame::parse_resume(get("since").as_deref(), get("epoch").as_deref())
 }
 
 /// `GET …/messages`: limited at the Room per reader (the token's `sub`, or
 /// the IP of an anonymous one) unless the token holds `admin`.
 async fn history(req: &Request, env: &Env, room: &str, grant: &Grant) -> Result<Response> {
-    let url = req.url()?;
-    let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let url = Url::of(req)?;
+    let get = |name: &str| url.param(name);
     let (since, limit) = match parse_history_bounds(get("since").as_deref(), get("limit").as_deref()) {
         Ok(b) => b,
         Err(r) => return reject(&r),
@@ -260,8 +257,8 @@ async fn history(req: &Request, env: &Env, room: &str, grant: &Grant) -> Result<
 
 /// `GET …/presence?cursor=&limit=`: a page of the members.
 async fn presence(req: &Request, env: &Env, room: &str) -> Result<Response> {
-    let url = req.url()?;
-    let get = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let url = Url::of(req)?;
+    let get = |name: &str| url.param(name);
     let (cursor, limit) = match parse_presence_bounds(get("cursor").as_deref(), get("limit").as_deref(), false) {
         Ok(b) => b,
         Err(r) => return reject(&r),
@@ -271,8 +268,7 @@ async fn presence(req: &Request, env: &Env, room: &str) -> Result<Response> {
 
 /// `GET …/unread?user=U`: a user's read mark and unread count.
 async fn unread(req: &Request, env: &Env, room: &str) -> Result<Response> {
-    let url = req.url()?;
-    let user = url.query_pairs().find(|(k, _)| k == "user").map(|(_, v)| v.into_owned());
+    let user = Url::of(req)?.param("user");
     match herald_core::client_frame::parse_user(user.as_deref()) {
         Ok(user) => RoomLink::new(env, room)?.unread(user).await,
         Err(r) => reject(&r),

@@ -6,6 +6,7 @@ use super::catch_up::{Replay, Target};
 use super::{JsFrame, RelayInner};
 use crate::edge::http::{header, reject};
 use crate::edge::js;
+use crate::edge::url::Url;
 use herald_core::auth::{Capability, Grant};
 use herald_core::link;
 use herald_core::link::UnreadCount;
@@ -229,7 +230,7 @@ fn presence_tag(req: &Request, grant: &Grant) -> Result<Option<&'static str>> {
     if !grant.caps.has(Capability::Presence) {
         return Ok(None);
     }
-    let mode = req.url()?.query_pairs().find(|(k, _)| k == "presence").map(|(_, v)| v.into_owned());
+    let mode = Url::of(req)?.param("presence");
     Ok(match mode.as_deref() {
         Some("events") => Some(TAG_PRESENCE),
         Some("counts") => Some(TAG_PRESENCE_COUNTS),
@@ -244,15 +245,7 @@ pub(super) const TAG_PRESENCE_COUNTS: &str = "presence-counts";
 
 /// `?since=N&epoch=E` as the router forwarded it (already validated).
 fn resume_request(req: &Request) -> Result<Option<(u64, String)>> {
-    let url = req.url()?;
-    let mut since = None;
-    let mut epoch = None;
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "since" => since = v.parse::<u64>().ok(),
-            "epoch" => epoch = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    Ok(since.zip(epoch))
+    let url = Url::of(req)?;
+    let since = url.param("since").and_then(|v| v.parse::<u64>().ok());
+    Ok(since.zip(url.param("epoch")))
 }
