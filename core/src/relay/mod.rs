@@ -35,11 +35,13 @@
 //! is persisted after each change ([`RelayAction::SavePosition`]), so a relay
 //! that hibernated with its sockets still knows where its clients are.
 
+mod buffer_watch;
 mod inbound;
 mod presence;
 mod reads;
 mod window;
 
+pub use buffer_watch::BufferWatch;
 pub use inbound::Inbound;
 pub use reads::{user_tag, UnreadAsk, WelcomeUnread};
 pub use window::{trim_frame, without_resets, Window, RELAY_WINDOW_BYTES, RELAY_WINDOW_MESSAGES};

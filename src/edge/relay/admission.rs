@@ -177,7 +177,10 @@ impl RelayInner {
         pair.server.serialize_attachment(attachment)?;
         self.with_core(|c| c.member_connected(&member, grant.info.as_deref()))?;
         self.schedule_presence();
-        pair.server.send_with_str(&welcome)?;
+        // A new socket, not in the watch's peak: it holds its welcome.
+        if !self.send_text(&pair.server, &welcome) {
+            return Err(worker::Error::RustError("the new socket refused its welcome".into()));
+        }
         if let Some(replay) = replay {
             self.start_catch_up(Target::Socket(pair.server.clone()), replay);
         }

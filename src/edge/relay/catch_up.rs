@@ -12,12 +12,13 @@
 //! client asks.
 
 use super::sse_body::{Chunk, StreamOut};
-use super::{JsFrame, RelayInner};
+use super::{js_len, queued_bytes, JsFrame, RelayInner};
 use crate::edge::js;
 use herald_core::outbox::Pushed;
-use herald_core::relay::{trim_frame, Resume};
+use herald_core::relay::{trim_frame, BufferWatch, Resume};
 use herald_core::server_frame::reset_frame;
 use herald_core::{sse, CloseCode};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::JsValue;
@@ -31,12 +32,6 @@ const DRAIN_PATIENCE_MS: u64 = 30_000;
 /// Attempts at one Room read before the replay gives up (the client is then
 /// closed with a transient code and resumes again).
 const READ_ATTEMPTS: u32 = 3;
-
-/// A JS string's length in UTF-16 units: close enough to bytes for pacing.
-fn js_len(frame: &JsValue) -> usize {
-    use wasm_bindgen::JsCast;
-    frame.dyn_ref::<js_sys::JsString>().map_or(0, |s| s.length() as usize)
-}
 
 /// Where a replay goes.
 pub(super) enum Target {
@@ -68,9 +63,13 @@ enum End {
 
 impl Target {
     /// Sends one frame; `Err` says how the replay ends when it could not.
-    fn send(&self, frame: &JsValue, epoch: &str, bound: usize) -> Result<(), End> {
+    /// A socket's frame is counted in the relay's buffer watch.
+    fn send(&self, frame: &JsValue, epoch: &str, bound: usize, watch: &RefCell<BufferWatch>) -> Result<(), End> {
         match self {
-            Target::Socket(ws) => js::send_shared(ws, frame).then_some(()).ok_or(End::Gone),
+            Target::Socket(ws) => {
+                watch.borrow_mut().sent_one(queued_bytes(frame));
+                js::send_shared(ws, frame).then_some(()).ok_or(End::Gone)
+            }
             Target::Stream(out) => {
                 let Some(text) = frame.as_string() else { return Ok(()) };
                 match out.push(Chunk::new(&sse::delivery_events(&text, epoch)), bound) {
@@ -104,7 +103,7 @@ impl RelayInner {
     pub(super) fn start_catch_up(self: &Rc<Self>, target: Target, replay: Replay) {
         if replay.after.is_none() {
             let bound = self.buffer_bound(&target);
-            let sent = replay.frames.iter().try_for_each(|frame| target.send(frame, &replay.epoch, bound));
+            let sent = replay.frames.iter().try_for_each(|frame| target.send(frame, &replay.epoch, bound, &self.buffer_watch));
             self.end_catch_up(&target, sent.err().unwrap_or(End::Live));
             return;
         }
@@ -129,7 +128,7 @@ impl RelayInner {
     async fn catch_up(&self, target: &Target, replay: Replay) -> End {
         let bound = self.buffer_bound(target);
         let Replay { epoch, frames, after } = replay;
-        if let Err(end) = frames.iter().try_for_each(|frame| target.send(frame, &epoch, bound)) {
+        if let Err(end) = frames.iter().try_for_each(|frame| target.send(frame, &epoch, bound, &self.buffer_watch)) {
             return end;
         }
         let Some(mut after) = after else { return End::Live };
@@ -147,7 +146,7 @@ impl RelayInner {
                     // From here to joining the fan-out nothing awaits.
                     let sent = window.into_iter().try_for_each(|(JsFrame(frame), trim)| {
                         match frame.as_string().and_then(|f| trim_frame(&f, trim.unwrap_or(0), false)) {
-                            Some(kept) => target.send(&JsValue::from_str(&kept), &epoch, bound),
+                            Some(kept) => target.send(&JsValue::from_str(&kept), &epoch, bound, &self.buffer_watch),
                             None => Ok(()),
                         }
                     });
@@ -164,7 +163,7 @@ impl RelayInner {
                         if let Some(end) = self.room_for(target, js_len(&frame), bound).await {
                             return end;
                         }
-                        if let Err(end) = target.send(&frame, &epoch, bound) {
+                        if let Err(end) = target.send(&frame, &epoch, bound, &self.buffer_watch) {
                             return end;
                         }
                     }
@@ -180,7 +179,7 @@ impl RelayInner {
         let Ok((epoch, seq)) = self.with_core(|c| (c.epoch().unwrap_or_default().to_owned(), c.cursor().unwrap_or(0))) else {
             return End::Failed;
         };
-        let sent = target.send(&JsValue::from_str(&reset_frame(&epoch, seq)), &epoch, bound);
+        let sent = target.send(&JsValue::from_str(&reset_frame(&epoch, seq)), &epoch, bound, &self.buffer_watch);
         sent.err().unwrap_or(End::Live)
     }
 

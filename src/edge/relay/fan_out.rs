@@ -3,7 +3,7 @@
 //! the answers to `deliver` calls. The core decides each of these; this
 //! file only carries them out.
 
-use super::{position, JsFrame, RelayInner};
+use super::{position, queued_bytes, JsFrame, RelayInner, DEFAULT_WS_BUFFER_BOUND};
 use crate::edge::http::json;
 use crate::edge::js;
 use crate::edge::link_client::delivery_head;
@@ -100,6 +100,8 @@ impl RelayInner {
         // Sockets still replaying history get presence too: it is not part
         // of the message stream, and a snapshot they asked for meanwhile is
         // answered at once, so the events after it must not be held back.
+        // Each socket gets it once at most: counted once for the watch.
+        self.buffer_watch.borrow_mut().sent_one(queued_bytes(frame));
         for tag in tags {
             for ws in self.state.get_websockets_with_tag(tag) {
                 js::send_shared(&ws, frame);
@@ -111,6 +113,7 @@ impl RelayInner {
     /// the others) and live SSE streams: their read mark moved.
     fn send_to_user(self: &Rc<Self>, user: &str, frame: &wasm_bindgen::JsValue) {
         let mut sent = 0u64;
+        self.buffer_watch.borrow_mut().sent_one(queued_bytes(frame));
         for ws in self.state.get_websockets_with_tag(&user_tag(user)) {
             // The tag is a hash: the attachment says whose socket it is.
             if attachment(&ws).is_some_and(|a| a.from.as_deref() == Some(user)) && js::send_shared(&ws, frame) {
@@ -132,12 +135,18 @@ impl RelayInner {
     /// catching up, which are passed by). A socket whose client has left
     /// more than `HERALD_WS_MAX_BUFFER_BYTES` unread is closed with 4002:
     /// its client reconnects and resumes, and the relay's memory stays
-    /// bounded.
+    /// bounded. The sockets' buffers are read only when the buffer watch
+    /// says one could be over the bound (one runtime call per socket
+    /// saved on every other fan-out).
     fn fan_out(self: &Rc<Self>, frame: &wasm_bindgen::JsValue) {
-        let bound = self.config().map_or(4 << 20, |c| c.ws_max_buffer_bytes);
+        let bound = self.config().map_or(DEFAULT_WS_BUFFER_BOUND, |c| c.ws_max_buffer_bytes);
+        let size = queued_bytes(frame);
+        let read = self.buffer_watch.borrow().must_read(size);
         let catching = self.catching_up.borrow();
         let mut sent = 0u32;
-        let mut peak = 0;
+        // The most an open socket holds (for the watch), and the most any
+        // held, those just closed included (for stats).
+        let (mut peak, mut seen) = (0, 0);
         let mut slow = 0u64;
         for ws in self.state.get_websockets() {
             if !catching.is_empty() && catching.iter().any(|c| js::same_socket(c, &ws)) {
@@ -147,19 +156,33 @@ impl RelayInner {
                 continue;
             }
             sent += 1;
+            if !read {
+                continue;
+            }
             let buffered = js::buffered_amount(&ws);
-            peak = peak.max(buffered);
+            seen = seen.max(buffered);
             if buffered > bound {
                 let code = CloseCode::TooSlow;
                 let _ = ws.close(Some(code.code()), Some(code.reason()));
                 slow += 1;
+            } else {
+                peak = peak.max(buffered);
             }
         }
         let open = sent.saturating_add(u32::try_from(catching.len()).unwrap_or(u32::MAX));
         drop(catching);
+        let mut watch = self.buffer_watch.borrow_mut();
+        if read {
+            watch.read_all(peak);
+        } else {
+            watch.fanned_out(size);
+        }
+        drop(watch);
         let _ = self.with_core(|c| {
             c.sent(u64::from(sent));
-            c.saw_buffer(peak);
+            if read {
+                c.saw_buffer(seen);
+            }
             (0..slow).for_each(|_| c.slow_closed());
         });
         self.open_sockets.set(Some(open));

@@ -49,18 +49,18 @@ impl RelayInner {
             Ok(v) => v,
             Err(e) => {
                 console_error!("relay: {e}");
-                let _ = ws.send_with_str(err_frame(None, &Rejection::new(ErrorCode::Internal, "server misconfigured")));
+                self.send_text(&ws, &err_frame(None, &Rejection::new(ErrorCode::Internal, "server misconfigured")));
                 return;
             }
         };
         match verdict {
             Inbound::Pong => {
-                let _ = ws.send_with_str("pong");
+                self.send_text(&ws, "pong");
             }
             Inbound::Close(code) => {
                 let _ = ws.close(Some(code.code()), Some(code.reason()));
             }
-            Inbound::Refuse { id, rejection, close } => send_refusal(&ws, id, &rejection, close),
+            Inbound::Refuse { id, rejection, close } => self.send_refusal(&ws, id, &rejection, close),
             Inbound::History { id, since, limit } => {
                 if let Err(e) = self.history(&ws, id, since, limit).await {
                     console_error!("relay: history: {e}");
@@ -101,7 +101,7 @@ impl RelayInner {
     /// Answers a `history` frame with the Room's stored messages.
     async fn history(&self, ws: &WebSocket, id: Option<&RawValue>, since: u64, limit: u64) -> worker::Result<()> {
         let frame = self.room_link()?.history_frame(since, limit, id.map_or("null", RawValue::get)).await?;
-        js::send_shared(ws, &frame);
+        self.send_one(ws, &frame);
         Ok(())
     }
 
@@ -112,7 +112,7 @@ impl RelayInner {
     async fn read(&self, ws: &WebSocket, id: Option<&RawValue>, read: &ReadCall) -> worker::Result<()> {
         let reply = self.room_link()?.read(read).await?;
         if let Some(id) = id {
-            let _ = ws.send_with_str(ack_frame(id, Some(reply.read)));
+            self.send_text(ws, &ack_frame(id, Some(reply.read)));
         }
         Ok(())
     }
@@ -124,7 +124,7 @@ impl RelayInner {
         if resp.status_code() != 200 {
             return Err(worker::Error::RustError(format!("presence answered {}", resp.status_code())));
         }
-        js::send_shared(ws, &JsValue::from(crate::edge::http::js_text(&resp).await?));
+        self.send_one(ws, &JsValue::from(crate::edge::http::js_text(&resp).await?));
         Ok(())
     }
 
@@ -133,7 +133,7 @@ impl RelayInner {
     pub(super) fn refuse(&self, ws: &WebSocket, id: Option<&RawValue>, rejection: Rejection) {
         let conn = attachment(ws).map(|a| a.conn).unwrap_or_default();
         match self.with_core(|c| c.refusal(js::now_ms(), &conn, id, rejection)) {
-            Ok(Inbound::Refuse { id, rejection, close }) => send_refusal(ws, id, &rejection, close),
+            Ok(Inbound::Refuse { id, rejection, close }) => self.send_refusal(ws, id, &rejection, close),
             Ok(_) => {}
             Err(e) => console_error!("relay: {e}"),
         }
@@ -162,7 +162,7 @@ impl RelayInner {
                 Ok((reply, frame)) => {
                     for ((ws, id), outcome) in replies.iter().zip(reply.outcomes) {
                         if let Some(id) = id {
-                            let _ = ws.send_with_str(ack_frame(id, outcome.seq));
+                            self.send_text(ws, &ack_frame(id, outcome.seq));
                         }
                     }
                     // The Room's delivery to this relay, riding in the answer.
@@ -206,9 +206,11 @@ impl RelayInner {
     }
 }
 
-fn send_refusal(ws: &WebSocket, id: Option<&RawValue>, rejection: &Rejection, close: Option<CloseCode>) {
-    let _ = ws.send_with_str(err_frame(id, rejection));
-    if let Some(close) = close {
-        let _ = ws.close(Some(close.code()), Some(close.reason()));
+impl RelayInner {
+    fn send_refusal(&self, ws: &WebSocket, id: Option<&RawValue>, rejection: &Rejection, close: Option<CloseCode>) {
+        self.send_text(ws, &err_frame(id, rejection));
+        if let Some(close) = close {
+            let _ = ws.close(Some(close.code()), Some(close.reason()));
+        }
     }
 }

@@ -24,7 +24,7 @@ use super::link_client::RoomLink;
 use super::{js, wakeups};
 use attachment::attachment;
 use herald_core::link::{self, parse_relay_name, path};
-use herald_core::relay::{Frame, RelayCore};
+use herald_core::relay::{BufferWatch, Frame, RelayCore};
 use herald_core::single_flight::SingleFlight;
 use herald_core::{Config, ErrorCode, Region, Rejection};
 use std::cell::{Cell, RefCell};
@@ -48,13 +48,28 @@ impl Frame for JsFrame {
     fn text(&self) -> Option<String> {
         self.0.as_string()
     }
-    /// UTF-16 units, read in JS without a copy: close enough to bytes for
-    /// a bound.
     fn size(&self) -> usize {
-        use wasm_bindgen::JsCast;
-        self.0.dyn_ref::<js_sys::JsString>().map_or(0, |s| s.length() as usize)
+        js_len(&self.0)
     }
 }
+
+/// A JS string's length in UTF-16 units, read in JS without a copy: close
+/// enough to bytes for a bound. 0 for anything else.
+pub(super) fn js_len(frame: &JsValue) -> usize {
+    use wasm_bindgen::JsCast;
+    frame.dyn_ref::<js_sys::JsString>().map_or(0, |s| s.length() as usize)
+}
+
+/// The most bytes a JS string can queue on a socket: UTF-8 needs at most 3
+/// bytes per UTF-16 unit. The buffer watch counts this, so it never
+/// underestimates what a socket may hold.
+pub(super) fn queued_bytes(frame: &JsValue) -> usize {
+    js_len(frame).saturating_mul(3)
+}
+
+/// The socket buffer bound when the configuration is bad (every request is
+/// then refused anyway).
+const DEFAULT_WS_BUFFER_BOUND: usize = 4 << 20;
 
 #[durable_object]
 pub struct Relay {
@@ -85,6 +100,9 @@ struct RelayInner {
     /// The alarm time this incarnation set or read (ms), so admitting a
     /// client with an expiring token does not read storage every time.
     alarm_at: Cell<Option<i64>>,
+    /// When a fan-out reads the sockets' `bufferedAmount` (see
+    /// [`BufferWatch`]): every frame sent to a socket is counted in it.
+    buffer_watch: RefCell<BufferWatch>,
     /// Sockets already forgotten (an error can be followed by a close).
     forgotten: RefCell<std::collections::VecDeque<String>>,
     /// `deliver` calls waiting for the core to say they are done, by token.
@@ -101,6 +119,7 @@ impl DurableObject for Relay {
             Err(e) => console_error!("relay: auto-response: {e:?}"),
         }
         let config = super::vars::config(&env).map_err(|e| e.to_string());
+        let ws_bound = config.as_ref().map_or(DEFAULT_WS_BUFFER_BOUND, |c| c.ws_max_buffer_bytes);
         Relay {
             inner: Rc::new(RelayInner {
                 state,
@@ -114,6 +133,7 @@ impl DurableObject for Relay {
                 heartbeat_running: Cell::new(false),
                 open_sockets: Cell::new(None),
                 alarm_at: Cell::new(None),
+                buffer_watch: RefCell::new(BufferWatch::new(ws_bound)),
                 forgotten: RefCell::new(std::collections::VecDeque::new()),
                 answers: RefCell::new(HashMap::new()),
                 next_token: Cell::new(0),
@@ -221,6 +241,19 @@ impl RelayInner {
     fn room_link(&self) -> Result<RoomLink> {
         let room = self.with_core(|c| c.room().to_owned())?;
         RoomLink::new(&self.env, &room)
+    }
+
+    /// Sends one frame to one socket outside a fan-out, counting it for the
+    /// buffer watch. `false` when the socket would not take it (closing).
+    fn send_one(&self, ws: &WebSocket, frame: &JsValue) -> bool {
+        self.buffer_watch.borrow_mut().sent_one(queued_bytes(frame));
+        js::send_shared(ws, frame)
+    }
+
+    /// [`Self::send_one`] for a frame built in Rust.
+    fn send_text(&self, ws: &WebSocket, text: &str) -> bool {
+        self.buffer_watch.borrow_mut().sent_one(text.len());
+        ws.send_with_str(text).is_ok()
     }
 
     /// Open client sockets plus open SSE streams.
