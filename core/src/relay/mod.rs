@@ -42,7 +42,7 @@ mod reads;
 mod window;
 
 pub use buffer_watch::BufferWatch;
-pub use inbound::Inbound;
+pub use inbound::{gather_before_forwarding, Inbound, GATHER_FROM_CONNECTIONS};
 pub use reads::{user_tag, UnreadAsk, WelcomeUnread};
 pub use window::{trim_frame, without_resets, Window, RELAY_WINDOW_BYTES, RELAY_WINDOW_MESSAGES};
 

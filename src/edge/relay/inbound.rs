@@ -146,6 +146,12 @@ impl RelayInner {
     /// says: the Room answers a retry with the seqs it already stored, so
     /// publishers get one ack and nothing is stored twice.
     async fn forward_publishes(self: Rc<Self>) {
+        // Behind a large fan-out, more publishes are likely queued in the
+        // runtime: one turn lets them join this call (see
+        // `GATHER_FROM_CONNECTIONS`). The queue keeps arrival order.
+        if herald_core::relay::gather_before_forwarding(self.open_connections()) {
+            worker::Delay::from(std::time::Duration::ZERO).await;
+        }
         loop {
             let batch = self.publishes.borrow_mut().take(MAX_PUBLISH_BATCH, MAX_PUBLISH_BATCH_BYTES);
             if batch.is_empty() {
