@@ -12,13 +12,12 @@
 //! client asks.
 
 use super::sse_body::{Chunk, StreamOut};
-use super::{js_len, queued_bytes, JsFrame, RelayInner};
+use super::{js_len, JsFrame, RelayInner};
 use crate::edge::js;
 use herald_core::outbox::Pushed;
-use herald_core::relay::{trim_frame, BufferWatch, Resume};
+use herald_core::relay::{trim_frame, Resume};
 use herald_core::server_frame::reset_frame;
 use herald_core::{sse, CloseCode};
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 use wasm_bindgen::JsValue;
@@ -62,14 +61,11 @@ enum End {
 }
 
 impl Target {
-    /// Sends one frame; `Err` says how the replay ends when it could not.
-    /// A socket's frame is counted in the relay's buffer watch.
-    fn send(&self, frame: &JsValue, epoch: &str, bound: usize, watch: &RefCell<BufferWatch>) -> Result<(), End> {
+    /// Sends one frame through `relay` (so a socket's frame is counted in
+    /// its buffer watch); `Err` says how the replay ends when it could not.
+    fn send(&self, relay: &RelayInner, frame: &JsValue, epoch: &str, bound: usize) -> Result<(), End> {
         match self {
-            Target::Socket(ws) => {
-                watch.borrow_mut().sent_one(queued_bytes(frame));
-                js::send_shared(ws, frame).then_some(()).ok_or(End::Gone)
-            }
+            Target::Socket(ws) => relay.send_one(ws, frame).then_some(()).ok_or(End::Gone),
             Target::Stream(out) => {
                 let Some(text) = frame.as_string() else { return Ok(()) };
                 match out.push(Chunk::new(&sse::delivery_events(&text, epoch)), bound) {
@@ -103,7 +99,7 @@ impl RelayInner {
     pub(super) fn start_catch_up(self: &Rc<Self>, target: Target, replay: Replay) {
         if replay.after.is_none() {
             let bound = self.buffer_bound(&target);
-            let sent = replay.frames.iter().try_for_each(|frame| target.send(frame, &replay.epoch, bound, &self.buffer_watch));
+            let sent = replay.frames.iter().try_for_each(|frame| target.send(self, frame, &replay.epoch, bound));
             self.end_catch_up(&target, sent.err().unwrap_or(End::Live));
             return;
         }
@@ -128,7 +124,7 @@ impl RelayInner {
     async fn catch_up(&self, target: &Target, replay: Replay) -> End {
         let bound = self.buffer_bound(target);
         let Replay { epoch, frames, after } = replay;
-        if let Err(end) = frames.iter().try_for_each(|frame| target.send(frame, &epoch, bound, &self.buffer_watch)) {
+        if let Err(end) = frames.iter().try_for_each(|frame| target.send(self, frame, &epoch, bound)) {
             return end;
         }
         let Some(mut after) = after else { return End::Live };
@@ -146,7 +142,7 @@ impl RelayInner {
                     // From here to joining the fan-out nothing awaits.
                     let sent = window.into_iter().try_for_each(|(JsFrame(frame), trim)| {
                         match frame.as_string().and_then(|f| trim_frame(&f, trim.unwrap_or(0), false)) {
-                            Some(kept) => target.send(&JsValue::from_str(&kept), &epoch, bound, &self.buffer_watch),
+                            Some(kept) => target.send(self, &JsValue::from_str(&kept), &epoch, bound),
                             None => Ok(()),
                         }
                     });
@@ -163,7 +159,7 @@ impl RelayInner {
                         if let Some(end) = self.room_for(target, js_len(&frame), bound).await {
                             return end;
                         }
-                        if let Err(end) = target.send(&frame, &epoch, bound, &self.buffer_watch) {
+                        if let Err(end) = target.send(self, &frame, &epoch, bound) {
                             return end;
                         }
                     }
@@ -179,7 +175,7 @@ impl RelayInner {
         let Ok((epoch, seq)) = self.with_core(|c| (c.epoch().unwrap_or_default().to_owned(), c.cursor().unwrap_or(0))) else {
             return End::Failed;
         };
-        let sent = target.send(&JsValue::from_str(&reset_frame(&epoch, seq)), &epoch, bound, &self.buffer_watch);
+        let sent = target.send(self, &JsValue::from_str(&reset_frame(&epoch, seq)), &epoch, bound);
         sent.err().unwrap_or(End::Live)
     }
 
