@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod presence;
 pub mod page;
 pub mod region;
+pub mod region_map;
 pub mod relay;
 pub mod room;
 pub mod room_name;

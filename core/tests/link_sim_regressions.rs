@@ -799,7 +799,7 @@ fn an_erasure_does_not_leave_a_gap_in_a_links_item_numbers() {
     let again = settle(&mut room, &mut relay, Vec::new(), 7, 60_000, 1);
     assert_eq!(again, Vec::<u64>::new());
     assert_eq!(GLUE.with(|g| g.borrow().resets), 1, "the erasure's reset was fanned out again after message 3");
-    let link = room.stats(0).links[&WEUR];
+    let link = *room.stats(0).links.get(&WEUR).expect("weur has a link");
     assert_eq!((link.queued, link.unacked), (0, 0), "the link never drains: {link:?}");
 }
 

@@ -23,7 +23,7 @@ pub use roster::{Audience, MemberChange, Out, PresenceConfig, PresenceRow, Roste
 
 use crate::region::Region;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use crate::region_map::RegionMap;
 
 /// Members in one snapshot page when the request names no limit.
 pub const DEFAULT_SNAPSHOT_LIMIT: u64 = 100;
@@ -54,7 +54,7 @@ pub struct Member {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub count: u64,
-    pub regions: BTreeMap<Region, u64>,
+    pub regions: RegionMap<u64>,
 }
 
 fn info_json(info: Option<&str>) -> &str {
@@ -65,7 +65,7 @@ fn string_json(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| String::from("\"\""))
 }
 
-fn regions_json(regions: &BTreeMap<Region, u64>) -> String {
+fn regions_json(regions: &RegionMap<u64>) -> String {
     let parts: Vec<String> = regions.iter().map(|(r, n)| format!("\"{}\":{n}", r.as_str())).collect();
     format!("{{{}}}", parts.join(","))
 }

@@ -17,6 +17,7 @@
 
 use super::{counts_frame, join_frame, leave_frame, Counts, Delta, Member};
 use crate::region::Region;
+use crate::region_map::{RegionMap, RegionSet};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// `HERALD_PRESENCE_*`.
@@ -84,7 +85,7 @@ struct Entry {
     /// The region of the connection that made the user join.
     region: Region,
     /// The relays on which the user has a connection now.
-    relays: BTreeSet<Region>,
+    relays: RegionSet,
     /// No connection anywhere: a member until then.
     grace_until: Option<u64>,
 }
@@ -101,7 +102,7 @@ enum Mode {
 pub struct Roster {
     config: PresenceConfig,
     members: BTreeMap<String, Entry>,
-    regions: BTreeMap<Region, u64>,
+    regions: RegionMap<u64>,
     mode: Mode,
     /// The counts changed since the last counts frame.
     counts_dirty: bool,
@@ -123,7 +124,7 @@ impl Roster {
         Roster {
             config,
             members: BTreeMap::new(),
-            regions: BTreeMap::new(),
+            regions: RegionMap::new(),
             mode: Mode::PerMember,
             counts_dirty: false,
             next_counts_at: 0,
@@ -150,7 +151,7 @@ impl Roster {
         let gone: Vec<String> = self
             .members
             .iter()
-            .filter(|(user, e)| e.relays.contains(&region) && !listed.contains(user.as_str()))
+            .filter(|(user, e)| e.relays.contains_key(&region) && !listed.contains(user.as_str()))
             .map(|(user, _)| user.clone())
             .collect();
         for user in gone {
@@ -166,7 +167,7 @@ impl Roster {
         if let Some(e) = self.members.get_mut(&user) {
             // Another connection of a member, or a reconnect within grace:
             // no event either way.
-            let added = e.relays.insert(region);
+            let added = e.relays.add(region);
             let was_leaving = e.grace_until.take();
             if let Some(t) = was_leaving {
                 self.graces.remove(&(t, user.clone()));
@@ -176,12 +177,12 @@ impl Roster {
             }
             return;
         }
-        *self.regions.entry(region).or_default() += 1;
+        *self.regions.or_default(region) += 1;
         self.counts_dirty = true;
         self.changed.insert(user.clone());
         self.membership.push_back(MemberChange::Added(user.clone()));
         let member = Member { user: user.clone(), info: info.clone(), region };
-        self.members.insert(user, Entry { info, region, relays: BTreeSet::from([region]), grace_until: None });
+        self.members.insert(user, Entry { info, region, relays: std::iter::once(region).collect(), grace_until: None });
         if self.mode == Mode::PerMember && self.count() > self.config.events_max {
             self.mode = Mode::Counts;
         }
@@ -193,7 +194,7 @@ impl Roster {
     fn leave(&mut self, now: u64, region: Region, user: &str) {
         let grace = self.config.grace_ms;
         if let Some(e) = self.members.get_mut(user) {
-            let removed = e.relays.remove(&region);
+            let removed = e.relays.take(&region);
             if e.relays.is_empty() && e.grace_until.is_none() {
                 let until = now.saturating_add(grace);
                 e.grace_until = Some(until);
@@ -307,7 +308,7 @@ impl Roster {
             .iter()
             .map(|(user, e)| {
                 let m = Member { user: user.clone(), info: e.info.clone(), region: e.region };
-                (m, e.relays.iter().copied().collect(), e.grace_until)
+                (m, e.relays.keys().collect(), e.grace_until)
             })
             .collect()
     }
@@ -320,7 +321,7 @@ impl Roster {
             .map(|user| {
                 let row = self.members.get(&user).map(|e| {
                     let m = Member { user: user.clone(), info: e.info.clone(), region: e.region };
-                    (m, e.relays.iter().copied().collect(), e.grace_until)
+                    (m, e.relays.keys().collect(), e.grace_until)
                 });
                 (user, row)
             })
@@ -330,7 +331,7 @@ impl Roster {
     /// Restores what [`Roster::saved`] gave.
     pub fn restore(&mut self, saved: Vec<PresenceRow>) {
         for (m, relays, grace_until) in saved {
-            *self.regions.entry(m.region).or_default() += 1;
+            *self.regions.or_default(m.region) += 1;
             if let Some(t) = grace_until {
                 self.graces.insert((t, m.user.clone()));
             }
@@ -379,7 +380,7 @@ mod tests {
         assert_eq!(frames(&outs)[0]["t"], "join");
         assert_eq!(outs.iter().filter(|o| o.audience == Audience::Full).count(), 1, "one join");
         leave(&mut r, 2, Region::Weur, "ana");
-        assert_eq!(r.counts().regions, BTreeMap::from([(Region::Weur, 1)]), "still in weur's count");
+        assert_eq!(r.counts().regions, [(Region::Weur, 1)].into_iter().collect(), "still in weur's count");
         leave(&mut r, 3, Region::Apac, "ana");
         assert_eq!(r.count(), 1, "in grace, still a member");
         assert_eq!(r.next_deadline(), Some(103), "the grace; the counts did not change");

@@ -49,7 +49,8 @@ use crate::link::{DeliveryHead, JoinReply, LinkAck, LinkPub, PubOutcome, Publish
 use crate::region::Region;
 use crate::server_frame::{batch_frame, reset_frame, Message};
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use crate::region_map::RegionMap;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// Most messages in one delivery (and so in one client batch frame), by
@@ -364,7 +365,7 @@ pub struct RoomStats {
     /// Injected faults that fired (`HERALD_FAULT_*`).
     pub faults: FaultStats,
     /// The Room's side of each relay link, for seeing where a delivery waits.
-    pub links: BTreeMap<Region, LinkState>,
+    pub links: RegionMap<LinkState>,
     /// Webhook delivery (`null` when `HERALD_WEBHOOK_URL` is not set).
     pub webhooks: Option<crate::webhook::WebhookStats>,
 }
@@ -402,7 +403,7 @@ pub struct Resumes {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Wakeups {
     pub room: u64,
-    pub relays: BTreeMap<Region, u64>,
+    pub relays: RegionMap<u64>,
 }
 
 /// The Room's state machine.
@@ -415,7 +416,7 @@ pub struct RoomCore {
     next_link: u64,
     rng: Rng,
     now: u64,
-    relays: BTreeMap<Region, RelayLink>,
+    relays: RegionMap<RelayLink>,
     actions: VecDeque<RoomAction>,
     primary_sends: u64,
     reply_deliveries: u64,
@@ -441,7 +442,7 @@ pub struct RoomCore {
     roster: crate::presence::Roster,
     /// Per relay: the incarnation presence deltas are numbered in, and the
     /// next number expected.
-    presence_links: BTreeMap<Region, (u64, u64)>,
+    presence_links: RegionMap<(u64, u64)>,
     /// `None` unless `HERALD_WEBHOOK_URL` is set.
     webhooks: Option<crate::webhook::Webhooks>,
     /// Some user has a read mark: relays ask for unread counts at connect.
@@ -468,7 +469,7 @@ impl RoomCore {
             next_link: 0,
             rng: Rng::new(inc.rotate_left(17) ^ 0x5eed),
             now: 0,
-            relays: BTreeMap::new(),
+            relays: RegionMap::new(),
             actions: VecDeque::new(),
             primary_sends: 0,
             reply_deliveries: 0,
@@ -486,7 +487,7 @@ impl RoomCore {
             history_rate: (5, 20),
             history_buckets: crate::rate::Buckets::default(),
             roster: crate::presence::Roster::new(crate::presence::PresenceConfig::default()),
-            presence_links: BTreeMap::new(),
+            presence_links: RegionMap::new(),
             webhooks: None,
             reads_used: false,
         };
@@ -672,9 +673,9 @@ impl RoomCore {
 
     fn enqueue(&mut self, queued: &Rc<Queued>) {
         let mut overflowed = Vec::new();
-        for (region, link) in &mut self.relays {
+        for (region, link) in self.relays.iter_mut() {
             if link.full_for(queued) {
-                overflowed.push(*region);
+                overflowed.push(region);
             } else {
                 link.push(Rc::clone(queued));
             }
@@ -749,7 +750,7 @@ impl RoomCore {
         self.batches.clear();
         self.actions.push_back(RoomAction::EraseAll);
         self.actions.push_back(RoomAction::SaveMeta(self.meta.clone()));
-        let regions: Vec<Region> = self.relays.keys().copied().collect();
+        let regions: Vec<Region> = self.relays.keys().collect();
         for region in regions {
             self.renumber(region);
         }
@@ -904,7 +905,7 @@ impl RoomCore {
             .relays
             .iter()
             .map(|(region, link)| SavedRelay {
-                region: *region,
+                region,
                 connections: link.report.connections,
                 order: (link.report.incarnation, link.report.report_seq),
             })
@@ -951,7 +952,7 @@ impl RoomCore {
                 }
                 let overdue = !l.unacked.is_empty() && l.ack_due.is_some_and(|d| d <= now);
                 let sendable = !l.queue.is_empty() && l.hold_until.is_none_or(|h| h <= now);
-                (overdue || sendable).then_some((*region, overdue))
+                (overdue || sendable).then_some((region, overdue))
             });
             let (region, overdue) = due?;
             if overdue {
@@ -1083,7 +1084,7 @@ impl RoomCore {
                         ack_due: l.ack_due,
                         hold_until: l.hold_until,
                     };
-                    (*region, state)
+                    (region, state)
                 })
                 .collect(),
             webhooks: self.webhook_stats(),
@@ -1388,7 +1389,7 @@ mod tests {
 
     /// `held_bytes` as kept incrementally, against the sum it stands for.
     fn assert_held_bytes_exact(core: &RoomCore) {
-        for (region, l) in &core.relays {
+        for (region, l) in core.relays.iter() {
             let sum: usize = l.queue.iter().chain(&l.unacked).map(|(_, q)| q.frame.len()).sum();
             assert_eq!(l.held_bytes, sum, "{region}");
         }

@@ -90,7 +90,7 @@ impl RoomCore {
         self.webhooks_observe();
         let changed = self.roster.take_changed();
         if !changed.is_empty() {
-            let links = self.presence_links.iter().map(|(r, (inc, next))| (*r, *inc, *next)).collect();
+            let links = self.presence_links.iter().map(|(r, (inc, next))| (r, *inc, *next)).collect();
             self.actions.push_back(RoomAction::SavePresence { changed, links });
         }
         self.schedule_alarm(0);
