@@ -378,7 +378,7 @@ pub fn encode_grant(grant: &crate::auth::Grant) -> Result<String, serde_json::Er
 pub fn decode_grant(value: &str) -> Option<crate::auth::Grant> {
     use base64::Engine;
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value).ok()?;
-    serde_json::from_slice(&json).ok()
+    serde_json::from_str(std::str::from_utf8(&json).ok()?).ok()
 }
 
 /// The relay's object name: region first, because room names cannot

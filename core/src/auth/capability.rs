@@ -1,7 +1,7 @@
 //! Capabilities and the room patterns that grant them.
 
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use std::collections::BTreeMap;
 
 /// One thing a token may allow on a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -108,20 +108,34 @@ impl RoomPatterns {
 
 /// The `rooms` claim: pattern → capabilities. Unknown capability names make
 /// the token invalid rather than silently granting less.
+///
+/// Kept sorted by pattern, a later duplicate replacing an earlier one, as
+/// in the `BTreeMap` this was: a `Vec` because a token names a few
+/// patterns, and each `BTreeMap` type costs the `.wasm` its own tree code.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomGrants(BTreeMap<String, CapabilitySet>);
+pub struct RoomGrants(Vec<(String, CapabilitySet)>);
 
 impl<'de> Deserialize<'de> for RoomGrants {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw: BTreeMap<String, Vec<Capability>> = BTreeMap::deserialize(d)?;
-        Ok(RoomGrants(
-            raw.into_iter()
-                .map(|(pattern, caps)| {
+        struct Grants;
+        impl<'de> Visitor<'de> for Grants {
+            type Value = RoomGrants;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of room pattern to capability names")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RoomGrants, A::Error> {
+                let mut grants: Vec<(String, CapabilitySet)> = Vec::new();
+                while let Some((pattern, caps)) = map.next_entry::<String, Vec<Capability>>()? {
                     let set = caps.into_iter().fold(CapabilitySet::default(), CapabilitySet::with);
-                    (pattern, set)
-                })
-                .collect(),
-        ))
+                    match grants.binary_search_by(|(p, _)| p.as_str().cmp(&pattern)) {
+                        Ok(at) => grants[at].1 = set,
+                        Err(at) => grants.insert(at, (pattern, set)),
+                    }
+                }
+                Ok(RoomGrants(grants))
+            }
+        }
+        d.deserialize_map(Grants)
     }
 }
 
@@ -211,6 +225,16 @@ mod tests {
         assert!(!caps.has(Capability::History));
         assert_eq!(g.caps_for("b", "u"), CapabilitySet::default());
         assert!(serde_json::from_str::<RoomGrants>(r#"{"a":["fly"]}"#).is_err());
+    }
+
+    #[test]
+    fn a_repeated_pattern_keeps_its_last_grant_and_order_does_not_matter() {
+        let g: RoomGrants = serde_json::from_str(r#"{"a":["pub"],"b":["sub"],"a":["sub"]}"#).unwrap();
+        assert!(!g.caps_for("a", "u").has(Capability::Pub), "the later grant replaces the earlier");
+        assert!(g.caps_for("a", "u").has(Capability::Sub));
+        let reordered: RoomGrants = serde_json::from_str(r#"{"b":["sub"],"a":["sub"]}"#).unwrap();
+        assert_eq!(g, reordered);
+        assert!(serde_json::from_str::<RoomGrants>(r#"["a"]"#).is_err(), "an object, not a list");
     }
 
     fn grants(json: &str) -> RoomGrants {

@@ -83,20 +83,48 @@ pub fn guest_sub(tag: &str) -> String {
 
 /// The claims of a demo token: [`DEMO_CAPS`] on each demo pattern, expiring
 /// [`DEMO_TOKEN_TTL_S`] after `now_s`, with `info.name` when named.
-pub fn demo_claims(sub: &str, demo_rooms: &RoomPatterns, name: Option<&str>, now_s: u64) -> serde_json::Value {
-    let caps: Vec<&str> = DEMO_CAPS.iter().map(|c| c.as_str()).collect();
-    let rooms: serde_json::Map<String, serde_json::Value> =
-        demo_rooms.patterns().iter().map(|p| (p.clone(), serde_json::json!(caps))).collect();
-    let mut claims = serde_json::json!({
-        "sub": sub,
-        "iat": now_s,
-        "exp": now_s.saturating_add(DEMO_TOKEN_TTL_S),
-        "rooms": rooms,
-    });
-    if let (Some(name), Some(obj)) = (name, claims.as_object_mut()) {
-        obj.insert("info".to_owned(), serde_json::json!({ "name": name }));
+pub fn demo_claims<'a>(sub: &'a str, demo_rooms: &'a RoomPatterns, name: Option<&'a str>, now_s: u64) -> DemoClaims<'a> {
+    DemoClaims {
+        sub,
+        iat: now_s,
+        exp: now_s.saturating_add(DEMO_TOKEN_TTL_S),
+        rooms: DemoRooms(demo_rooms.patterns()),
+        info: name.map(|name| DemoInfo { name }),
     }
-    claims
+}
+
+/// A demo token's claims, serialized as the token carries them. A struct
+/// rather than a `serde_json::Value`, whose map and builder code the
+/// `.wasm` would otherwise hold for this one use.
+#[derive(Debug, Serialize)]
+pub struct DemoClaims<'a> {
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+    rooms: DemoRooms<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<DemoInfo<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct DemoInfo<'a> {
+    name: &'a str,
+}
+
+/// `{pattern: [DEMO_CAPS…]}` for each demo pattern.
+#[derive(Debug)]
+struct DemoRooms<'a>(&'a [String]);
+
+impl Serialize for DemoRooms<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let caps: Vec<&str> = DEMO_CAPS.iter().map(|c| c.as_str()).collect();
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for pattern in self.0 {
+            map.serialize_entry(pattern, &caps)?;
+        }
+        map.end()
+    }
 }
 
 /// Signs the demo token with the first key of `HERALD_SECRET` (and its
@@ -167,8 +195,10 @@ mod tests {
         assert_eq!(g.require(Capability::Sub).unwrap_err().code, ErrorCode::Forbidden, "nothing outside the demo rooms");
         assert!(verify_with_keys(&t.token, &keys, NOW + 3601, 0).is_err(), "expired after an hour");
 
-        let unnamed = demo_claims("guest-x", &demo(), None, NOW);
+        let rooms = demo();
+        let unnamed = serde_json::to_value(demo_claims("guest-x", &rooms, None, NOW)).unwrap();
         assert!(unnamed.get("info").is_none(), "{unnamed}");
+        assert_eq!(unnamed["rooms"]["demo:*"], serde_json::json!(["sub", "pub", "history", "presence"]), "{unnamed}");
     }
 
     #[test]

@@ -114,7 +114,12 @@ fn verify_with<'k>(
         kid: Option<String>,
     }
     let header_json = URL_SAFE_NO_PAD.decode(header).map_err(|_| malformed("header is not base64url"))?;
-    let head: Header = serde_json::from_slice(&header_json).map_err(|_| malformed("header is not a JSON object with alg"))?;
+    // Parsed as `str`, as every other JSON is: `from_slice` would add a
+    // second copy of the parser to the `.wasm`.
+    let head: Header = std::str::from_utf8(&header_json)
+        .ok()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .ok_or_else(|| malformed("header is not a JSON object with alg"))?;
     if head.alg != "HS256" {
         return Err(AuthError::Algorithm(head.alg.chars().take(16).collect()));
     }
@@ -136,8 +141,9 @@ fn verify_with<'k>(
     }
 
     let payload_json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed("payload is not base64url"))?;
+    let payload_text = std::str::from_utf8(&payload_json).map_err(|_| malformed("claims are not UTF-8"))?;
     let wire: WireClaims<'_> =
-        serde_json::from_slice(&payload_json).map_err(|e| AuthError::Malformed(format!("claims: {e}")))?;
+        serde_json::from_str(payload_text).map_err(|e| AuthError::Malformed(format!("claims: {e}")))?;
     if wire.sub.is_empty() || wire.sub.len() > 128 {
         return Err(malformed("sub must be 1 to 128 characters"));
     }
@@ -158,18 +164,22 @@ fn verify_with<'k>(
 
 /// Signs `claims` (any JSON object) as an HS256 token, for `scripts/token`
 /// and tests. An unusable secret yields an empty string, which never verifies.
-pub fn mint_hs256(claims: &serde_json::Value, secret: &[u8]) -> String {
+pub fn mint_hs256(claims: &impl serde::Serialize, secret: &[u8]) -> String {
     mint_hs256_kid(claims, None, secret)
 }
 
 /// [`mint_hs256`] with a `kid` in the header, naming the key.
-pub fn mint_hs256_kid(claims: &serde_json::Value, kid: Option<&str>, secret: &[u8]) -> String {
-    let head = match kid {
-        Some(kid) => serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}).to_string(),
+/// Claims that do not serialize (a map with non-string keys) yield an empty
+/// string too.
+pub fn mint_hs256_kid(claims: &impl serde::Serialize, kid: Option<&str>, secret: &[u8]) -> String {
+    let head = match kid.map(serde_json::to_string) {
+        Some(Ok(kid)) => format!(r#"{{"alg":"HS256","typ":"JWT","kid":{kid}}}"#),
+        Some(Err(_)) => return String::new(),
         None => r#"{"alg":"HS256","typ":"JWT"}"#.to_owned(),
     };
+    let Ok(claims) = serde_json::to_string(claims) else { return String::new() };
     let header = URL_SAFE_NO_PAD.encode(head);
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let payload = URL_SAFE_NO_PAD.encode(claims);
     let Ok(mut m) = mac(secret) else { return String::new() };
     m.update(header.as_bytes());
     m.update(b".");

@@ -20,7 +20,6 @@ use super::{Frame, RelayAction, RelayCore};
 use crate::link::{MarkItem, UnreadCount};
 use crate::server_frame::read_frame;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
 
 /// The hibernation tag of a socket whose token names `sub`: the user's
 /// connection key, hashed ([`crate::rate::http_rate_key`]), so it is short
@@ -103,10 +102,15 @@ impl<F: Frame> RelayCore<F> {
     /// mark in it.
     pub(super) fn send_marks(&mut self, frame: &F) {
         let Some(items) = frame.text().and_then(|t| parse_marks(&t)) else { return };
-        let mut highest: BTreeMap<String, u64> = BTreeMap::new();
+        // In the order users first appear. A batch holds at most
+        // `HERALD_MAX_BATCH` (≤ 1000) marks, so the linear search stays
+        // small, and a `Vec` saves the `.wasm` a `BTreeMap` instance.
+        let mut highest: Vec<(String, u64)> = Vec::new();
         for MarkItem { user, seq } in items {
-            let mark = highest.entry(user).or_insert(seq);
-            *mark = (*mark).max(seq);
+            match highest.iter_mut().find(|(u, _)| *u == user) {
+                Some((_, mark)) => *mark = (*mark).max(seq),
+                None => highest.push((user, seq)),
+            }
         }
         for (user, seq) in highest {
             self.actions.push_back(RelayAction::SendToUser { user, frame: F::from_text(read_frame(seq)) });
