@@ -5,7 +5,7 @@ use herald_core::{ErrorCode, Rejection};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{Headers, Method, Request, RequestInit, Response, Result, Stub};
+use worker::{Headers, Method, Request, Response, Result, Stub};
 
 /// A JSON response with `status`.
 pub fn json_text(body: String, status: u16) -> Result<Response> {
@@ -46,9 +46,23 @@ pub fn internal_request(
     for (k, v) in headers {
         h.set(k, v)?;
     }
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(h).with_body(body);
-    Request::new_with_init(&internal_url(path), &init)
+    new_request(method, &internal_url(path), &h, body.as_ref())
+}
+
+/// A request, built on the runtime's own `RequestInit`. `worker`'s
+/// `RequestInit` carries `cf` options (image resizing and the rest), whose
+/// conversion code then sits in the `.wasm` though no request of ours sets
+/// one.
+pub fn new_request(method: Method, url: &str, headers: &Headers, body: Option<&JsValue>) -> Result<Request> {
+    let init = worker::web_sys::RequestInit::new();
+    init.set_method(method.as_ref());
+    init.set_headers(headers.as_ref());
+    if let Some(body) = body {
+        init.set_body(body);
+    }
+    let req = worker::web_sys::Request::new_with_str_and_init(url, &init)
+        .map_err(|e| worker::Error::JsError(e.as_string().unwrap_or_else(|| format!("invalid request for {url}"))))?;
+    Ok(Request::from(req))
 }
 
 /// POSTs `body` as JSON to a stub and decodes the JSON answer; a non-2xx

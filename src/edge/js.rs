@@ -17,6 +17,26 @@ extern "C" {
 
     #[wasm_bindgen(method, getter, js_name = bufferedAmount)]
     fn buffered_amount_value(this: &SendTarget) -> JsValue;
+
+    #[wasm_bindgen(method, catch, js_name = serializeAttachment)]
+    fn serialize_attachment_value(this: &SendTarget, value: &JsValue) -> Result<(), JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = deserializeAttachment)]
+    fn deserialize_attachment_value(this: &SendTarget) -> Result<JsValue, JsValue>;
+}
+
+/// Stores a string as the socket's attachment. `worker`'s own
+/// `serialize_attachment` takes any `Serialize` value through
+/// `serde_wasm_bindgen`; a string needs none of that.
+pub fn set_attachment_text(ws: &WebSocket, text: &str) -> Result<(), JsValue> {
+    let raw: &web_sys_socket::Socket = ws.as_ref();
+    raw.unchecked_ref::<SendTarget>().serialize_attachment_value(&JsValue::from_str(text))
+}
+
+/// The socket's attachment, when it is a string.
+pub fn attachment_text(ws: &WebSocket) -> Option<String> {
+    let raw: &web_sys_socket::Socket = ws.as_ref();
+    raw.unchecked_ref::<SendTarget>().deserialize_attachment_value().ok()?.as_string()
 }
 
 /// Sends one JS string to a socket. A socket that is closing throws; that is

@@ -10,6 +10,7 @@ mod link_client;
 mod relay;
 mod room_object;
 mod router;
+mod sql_row;
 mod storage;
 mod url;
 mod vars;

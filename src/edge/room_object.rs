@@ -171,7 +171,7 @@ impl RoomInner {
                 }
                 let (outcome, epoch) = self.with_core(|c| (c.publish(now, p), c.epoch().to_owned()))?;
                 self.pump()?;
-                json(&serde_json::json!({"seq": outcome.seq, "epoch": epoch, "ts": outcome.ts}))
+                json(&Published { seq: outcome.seq, epoch: &epoch, ts: outcome.ts })
             }
             path::RANGE => {
                 // Gap repair (no epoch) and resume (with the client's epoch).
@@ -243,12 +243,12 @@ impl RoomInner {
                 let unread = storage::count_unread(&sql, plan, &user)?;
                 match upto {
                     Some(_) => json(&link::UnreadCount { read, unread }),
-                    None => json(&serde_json::json!({"user": user, "read": read, "unread": unread})),
+                    None => json(&UserUnread { user: &user, read, unread }),
                 }
             }
             path::ERASE => {
                 let (epoch, seq) = self.with_core(|c| c.erase(js::now_ms(), js::random_tag(12)))?;
-                json(&serde_json::json!({"epoch": epoch, "seq": seq}))
+                json(&Erased { epoch: &epoch, seq })
             }
             path::STATS => {
                 let stats = self.with_core(|c| c.stats(self.wakeups))?;
@@ -355,4 +355,31 @@ impl RoomInner {
             }
         }
     }
+}
+
+// The Room's HTTP answers, as docs/PROTOCOL.md gives them. Structs, not
+// `serde_json::json!`: its map builder would be the `.wasm`'s only
+// `serde_json::Value` code.
+
+/// `POST …/messages`: `{"seq","epoch","ts"}` (`seq` null when ephemeral).
+#[derive(serde::Serialize)]
+struct Published<'a> {
+    seq: Option<u64>,
+    epoch: &'a str,
+    ts: u64,
+}
+
+/// `GET …/unread?user=U`: `{"user","read","unread"}`.
+#[derive(serde::Serialize)]
+struct UserUnread<'a> {
+    user: &'a str,
+    read: u64,
+    unread: u64,
+}
+
+/// `DELETE …/messages`: the new epoch and the seq it starts after.
+#[derive(serde::Serialize)]
+struct Erased<'a> {
+    epoch: &'a str,
+    seq: u64,
 }

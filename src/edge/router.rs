@@ -13,7 +13,7 @@ use herald_core::batch;
 use herald_core::rate::http_rate_key;
 use herald_core::{parse_history_bounds, parse_http_publish, parse_presence_bounds, validate_room, Config, ErrorCode, Region, Rejection};
 use futures::StreamExt;
-use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
+use worker::{Env, Headers, Method, Request, Response, Result};
 
 pub async fn handle(req: Request, env: Env) -> Result<Response> {
     let config = match super::vars::config(&env) {
@@ -214,8 +214,6 @@ async fn to_relay(
     headers.set(link::HDR_GRANT, &link::encode_grant(grant)?)?;
     // The token itself goes no further than the Worker.
     headers.delete("authorization")?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
     // The presence subscription (validated by the caller) rides along.
     let presence = Url::of(&req)?.param("presence");
     let mut query = Vec::new();
@@ -226,7 +224,7 @@ async fn to_relay(
         query.push(format!("presence={}", js::url_encode(&mode)));
     }
     let target = if query.is_empty() { relay_path.to_owned() } else { format!("{relay_path}?{}", query.join("&")) };
-    let forwarded = Request::new_with_init(&super::http::internal_url(&target), &init)?;
+    let forwarded = super::http::new_request(Method::Get, &super::http::internal_url(&target), &headers, None)?;
     stub.fetch_with_request(forwarded).await
 }
 

@@ -9,7 +9,7 @@ use herald_core::presence::Member;
 use herald_core::room::{CountPlan, Meta, PresenceLink, PresenceRow, Restored, SavedRelay};
 use herald_core::server_frame::Message;
 use herald_core::Region;
-use serde::Deserialize;
+use super::sql_row::{first, rows, Row};
 use serde_json::value::RawValue;
 use worker::{Result, SqlStorage, SqlStorageValue};
 
@@ -35,14 +35,13 @@ pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
     for stmt in SCHEMA {
         sql.exec(stmt, None)?;
     }
-    #[derive(Deserialize)]
-    struct Column {
-        name: String,
-    }
     for (table, column) in ADDED_COLUMNS {
         let name = column.split(' ').next().unwrap_or_default();
-        let have: Vec<Column> = sql.exec(&format!("SELECT name FROM pragma_table_info('{table}')"), None)?.to_array()?;
-        if !have.iter().any(|c| c.name == name) {
+        let mut have = Vec::new();
+        for mut row in rows(sql.exec(&format!("SELECT name FROM pragma_table_info('{table}')"), None)?)? {
+            have.push(row.text(0)?);
+        }
+        if !have.iter().any(|c| c == name) {
             sql.exec(&format!("ALTER TABLE {table} ADD COLUMN {column}"), None)?;
         }
     }
@@ -63,94 +62,48 @@ pub fn load(sql: &SqlStorage) -> Result<Option<Restored>> {
         gen: number("gen", get("gen"))?,
         epoch_start: number("epoch_start", get("epoch_start"))?,
     };
-    #[derive(Deserialize)]
-    struct RelayRow {
-        region: String,
-        connections: f64,
-        incarnation: f64,
-        report_seq: f64,
+    let mut relays = Vec::new();
+    for mut r in rows(sql.exec("SELECT region, connections, incarnation, report_seq FROM relays", None)?)? {
+        // A region no longer known is left out.
+        if let Ok(region) = Region::parse(&r.text(0)?) {
+            let connections = u32::try_from(r.int(1)?).unwrap_or(u32::MAX);
+            relays.push(SavedRelay { region, connections, order: (r.int(2)?, r.int(3)?) });
+        }
     }
-    let rows: Vec<RelayRow> =
-        sql.exec("SELECT region, connections, incarnation, report_seq FROM relays", None)?.to_array()?;
-    let relays = rows
-        .into_iter()
-        .filter_map(|r| {
-            Some(SavedRelay {
-                region: Region::parse(&r.region).ok()?,
-                connections: r.connections.max(0.0) as u32,
-                order: (r.incarnation.max(0.0) as u64, r.report_seq.max(0.0) as u64),
-            })
-        })
-        .collect();
-    #[derive(Deserialize)]
-    struct IndexRow {
-        seq: f64,
-        ts: f64,
+    let mut index = Vec::new();
+    for r in rows(sql.exec("SELECT seq, ts FROM messages ORDER BY seq", None)?)? {
+        index.push((r.int(0)?, r.int(1)?));
     }
-    let index: Vec<IndexRow> = sql.exec("SELECT seq, ts FROM messages ORDER BY seq", None)?.to_array()?;
-    #[derive(Deserialize)]
-    struct MidRow {
-        mid: String,
-        seq: f64,
-        ts: f64,
-    }
-    let mids: Vec<MidRow> = sql.exec("SELECT mid, seq, ts FROM mids", None)?.to_array()?;
-    #[derive(Deserialize)]
-    struct BatchRow {
-        id: String,
-        outcomes: String,
+    let mut mids = Vec::new();
+    for mut r in rows(sql.exec("SELECT mid, seq, ts FROM mids", None)?)? {
+        mids.push((r.text(0)?, r.int(1)?, r.int(2)?));
     }
     let limit = int(herald_core::room::REMEMBERED_BATCHES as u64)?;
-    let batch_rows: Vec<BatchRow> =
-        sql.exec("SELECT id, outcomes FROM batches ORDER BY ts DESC, rowid DESC LIMIT ?", vec![limit])?.to_array()?;
+    let batch_rows = rows(sql.exec("SELECT id, outcomes FROM batches ORDER BY ts DESC, rowid DESC LIMIT ?", vec![limit])?)?;
     let mut batches = Vec::with_capacity(batch_rows.len());
-    for row in batch_rows.into_iter().rev() {
-        batches.push((row.id, serde_json::from_str(&row.outcomes)?));
+    for mut row in batch_rows.into_iter().rev() {
+        batches.push((row.text(0)?, serde_json::from_str(&row.text(1)?)?));
     }
     let (presence, presence_links) = load_presence(sql)?;
-    Ok(Some(Restored {
-        meta,
-        relays,
-        index: index.into_iter().map(|r| (r.seq as u64, r.ts as u64)).collect(),
-        mids: mids.into_iter().map(|r| (r.mid, r.seq as u64, r.ts as u64)).collect(),
-        batches,
-        presence,
-        presence_links,
-    }))
+    Ok(Some(Restored { meta, relays, index, mids, batches, presence, presence_links }))
 }
 
 /// The presence roster's rows and the relays' presence positions. A row
 /// that does not read back (a region no longer known) is left out.
 fn load_presence(sql: &SqlStorage) -> Result<(Vec<PresenceRow>, Vec<PresenceLink>)> {
-    #[derive(Deserialize)]
-    struct Row {
-        user: String,
-        info: Option<String>,
-        region: String,
-        relays: String,
-        grace_until: Option<f64>,
+    let mut members = Vec::new();
+    for mut r in rows(sql.exec("SELECT user, info, region, relays, grace_until FROM presence", None)?)? {
+        let Ok(region) = Region::parse(&r.text(2)?) else { continue };
+        let relays = r.text(3)?.split(',').filter_map(|g| Region::parse(g).ok()).collect();
+        let member = Member { user: r.text(0)?, info: r.opt_text(1)?, region };
+        members.push((member, relays, r.opt_int(4)?));
     }
-    let rows: Vec<Row> = sql.exec("SELECT user, info, region, relays, grace_until FROM presence", None)?.to_array()?;
-    let members = rows
-        .into_iter()
-        .filter_map(|r| {
-            let region = Region::parse(&r.region).ok()?;
-            let relays = r.relays.split(',').filter_map(|g| Region::parse(g).ok()).collect();
-            let member = Member { user: r.user, info: r.info, region };
-            Some((member, relays, r.grace_until.map(|t| t.max(0.0) as u64)))
-        })
-        .collect();
-    #[derive(Deserialize)]
-    struct Link {
-        region: String,
-        inc: f64,
-        next: f64,
+    let mut links = Vec::new();
+    for mut l in rows(sql.exec("SELECT region, inc, next FROM presence_links", None)?)? {
+        if let Ok(region) = Region::parse(&l.text(0)?) {
+            links.push((region, l.int(1)?, l.int(2)?));
+        }
     }
-    let links: Vec<Link> = sql.exec("SELECT region, inc, next FROM presence_links", None)?.to_array()?;
-    let links = links
-        .into_iter()
-        .filter_map(|l| Some((Region::parse(&l.region).ok()?, l.inc.max(0.0) as u64, l.next.max(0.0) as u64)))
-        .collect();
     Ok((members, links))
 }
 
@@ -184,16 +137,23 @@ pub fn save_presence(sql: &SqlStorage, changed: &[(String, Option<PresenceRow>)]
     Ok(())
 }
 
-/// The `meta` rows whose key starts with `prefix` ("" for all of them).
-pub fn meta_entries(sql: &SqlStorage, prefix: &str) -> Result<std::collections::HashMap<String, String>> {
-    #[derive(Deserialize)]
-    struct Kv {
-        k: String,
-        v: String,
+/// The `meta` rows whose key starts with `prefix` ("" for all of them):
+/// a handful of rows, looked up by key with [`MetaEntries::get`].
+pub fn meta_entries(sql: &SqlStorage, prefix: &str) -> Result<MetaEntries> {
+    let mut entries = Vec::new();
+    for mut kv in rows(sql.exec("SELECT k, v FROM meta WHERE substr(k, 1, length(?1)) = ?1", vec![prefix.into()])?)? {
+        entries.push((kv.text(0)?, kv.text(1)?));
     }
-    let rows: Vec<Kv> =
-        sql.exec("SELECT k, v FROM meta WHERE substr(k, 1, length(?1)) = ?1", vec![prefix.into()])?.to_array()?;
-    Ok(rows.into_iter().map(|kv| (kv.k, kv.v)).collect())
+    Ok(MetaEntries(entries))
+}
+
+/// `meta` rows, key and value (the key is the table's primary key).
+pub struct MetaEntries(Vec<(String, String)>);
+
+impl MetaEntries {
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
 }
 
 fn put_meta(sql: &SqlStorage, key: &str, value: String) -> Result<()> {
@@ -258,22 +218,14 @@ pub fn remember_batch(sql: &SqlStorage, id: &str, outcomes: &[PubOutcome], ts: u
 
 /// Whether any user has a read mark ([`load`] has created the table).
 pub fn reads_used(sql: &SqlStorage) -> Result<bool> {
-    #[derive(Deserialize)]
-    struct Row {
-        used: f64,
-    }
-    let rows: Vec<Row> = sql.exec("SELECT EXISTS (SELECT 1 FROM reads) AS used", None)?.to_array()?;
-    Ok(rows.first().is_some_and(|r| r.used > 0.0))
+    let row = first(sql.exec("SELECT EXISTS (SELECT 1 FROM reads) AS used", None)?)?;
+    Ok(row.map(|r| r.int(0)).transpose()?.is_some_and(|used| used > 0))
 }
 
 /// `user`'s read mark, 0 when they have none.
 pub fn read_mark(sql: &SqlStorage, user: &str) -> Result<u64> {
-    #[derive(Deserialize)]
-    struct Row {
-        seq: f64,
-    }
-    let rows: Vec<Row> = sql.exec("SELECT seq FROM reads WHERE user = ?", vec![user.into()])?.to_array()?;
-    Ok(rows.first().map_or(0, |r| r.seq.max(0.0) as u64))
+    let row = first(sql.exec("SELECT seq FROM reads WHERE user = ?", vec![user.into()])?)?;
+    Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0))
 }
 
 /// Saves `user`'s read mark; a stored higher one is kept (the core only
@@ -293,17 +245,11 @@ pub fn count_unread(sql: &SqlStorage, plan: CountPlan, user: &str) -> Result<u64
     if plan.is_empty() {
         return Ok(0);
     }
-    #[derive(Deserialize)]
-    struct Row {
-        n: f64,
-    }
-    let rows: Vec<Row> = sql
-        .exec(
-            "SELECT COUNT(*) AS n FROM messages WHERE seq > ? AND seq <= ? AND sender IS NOT ?",
-            vec![int(plan.after)?, int(plan.upto)?, user.into()],
-        )?
-        .to_array()?;
-    Ok(rows.first().map_or(0, |r| r.n.max(0.0) as u64))
+    let row = first(sql.exec(
+        "SELECT COUNT(*) AS n FROM messages WHERE seq > ? AND seq <= ? AND sender IS NOT ?",
+        vec![int(plan.after)?, int(plan.upto)?, user.into()],
+    )?)?;
+    Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0))
 }
 
 /// Erasure: every stored message and remembered mid. Read marks stay: seqs
@@ -340,28 +286,22 @@ pub struct Page {
 }
 
 pub fn read_page(sql: &SqlStorage, after: u64, upto: u64, limit: u64) -> Result<Page> {
-    #[derive(Deserialize)]
-    struct Size {
-        seq: f64,
-        d: f64,
-        s: f64,
-        m: f64,
-    }
     let empty = Page { frames: Vec::new(), last: None, more: false };
     if limit == 0 || upto <= after {
         return Ok(empty);
     }
     // `octet_length` reads a text's size from the record header, without
     // loading the value.
-    let sizes: Vec<Size> = sql
-        .exec(
-            "SELECT seq, octet_length(data) AS d, ifnull(octet_length(sender), 0) AS s, \
-             ifnull(octet_length(mid), 0) AS m FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-            vec![int(after)?, int(upto)?, int(limit.saturating_add(1))?],
-        )?
-        .to_array()?;
-    let sizes: Vec<(u64, usize)> =
-        sizes.iter().map(|r| (r.seq as u64, page::estimate(r.d as usize, r.s as usize, r.m as usize))).collect();
+    let size_rows = rows(sql.exec(
+        "SELECT seq, octet_length(data) AS d, ifnull(octet_length(sender), 0) AS s, \
+         ifnull(octet_length(mid), 0) AS m FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+        vec![int(after)?, int(upto)?, int(limit.saturating_add(1))?],
+    )?)?;
+    let bytes = |r: &Row, column| r.int(column).map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut sizes: Vec<(u64, usize)> = Vec::with_capacity(size_rows.len());
+    for r in &size_rows {
+        sizes.push((r.int(0)?, page::estimate(bytes(r, 1)?, bytes(r, 2)?, bytes(r, 3)?)));
+    }
     let Some((last, mut more)) = page::cut(&sizes, usize::try_from(limit).unwrap_or(usize::MAX)) else {
         return Ok(empty);
     };
@@ -378,29 +318,19 @@ pub fn read_page(sql: &SqlStorage, after: u64, upto: u64, limit: u64) -> Result<
 
 /// Stored messages with `after < seq <= upto`, in order, at most `limit`.
 fn range(sql: &SqlStorage, after: u64, upto: u64, limit: u64) -> Result<Vec<Message>> {
-    #[derive(Deserialize)]
-    struct Row {
-        seq: f64,
-        ts: f64,
-        sender: Option<String>,
-        mid: Option<String>,
-        data: String,
+    let found = rows(sql.exec(
+        "SELECT seq, ts, sender, mid, data FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+        vec![int(after)?, int(upto)?, int(limit)?],
+    )?)?;
+    let mut messages = Vec::with_capacity(found.len());
+    for mut r in found {
+        messages.push(Message {
+            seq: Some(r.int(0)?),
+            ts: r.int(1)?,
+            from: r.opt_text(2)?,
+            mid: r.opt_text(3)?,
+            data: RawValue::from_string(r.text(4)?)?,
+        });
     }
-    let rows: Vec<Row> = sql
-        .exec(
-            "SELECT seq, ts, sender, mid, data FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-            vec![int(after)?, int(upto)?, int(limit)?],
-        )?
-        .to_array()?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(Message {
-                seq: Some(r.seq as u64),
-                ts: r.ts as u64,
-                from: r.sender,
-                mid: r.mid,
-                data: RawValue::from_string(r.data)?,
-            })
-        })
-        .collect()
+    Ok(messages)
 }

@@ -7,9 +7,9 @@ use herald_core::webhook::{
     Event, Outcome, SavedWebhooks, WebhookRequest, WebhookState, MAX_QUEUE_EVENTS, OCCUPANCY_RESERVE, REQUEST_TIMEOUT_MS,
     SIGNATURE_HEADER, TIMESTAMP_HEADER,
 };
-use serde::Deserialize;
+use super::sql_row::rows;
 use wasm_bindgen::JsValue;
-use worker::{AbortController, Fetch, Headers, Method, Request, RequestInit, Result, SqlStorage, SqlStorageValue};
+use worker::{AbortController, Fetch, Headers, Method, Result, SqlStorage, SqlStorageValue};
 
 /// POSTs one batch. Never fails: an error or the timeout is an
 /// [`Outcome::Failed`], and the core retries.
@@ -22,9 +22,8 @@ pub async fn send(req: &WebhookRequest) -> Outcome {
         headers.set("user-agent", "herald-webhooks/1")?;
         headers.set(SIGNATURE_HEADER, &req.signature)?;
         headers.set(TIMESTAMP_HEADER, &req.timestamp.to_string())?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_headers(headers).with_body(Some(JsValue::from_str(&req.body)));
-        let request = Request::new_with_init(&req.url, &init)?;
+        let body = JsValue::from_str(&req.body);
+        let request = super::http::new_request(Method::Post, &req.url, &headers, Some(&body))?;
         let resp = Fetch::Request(request).send_with_signal(&signal).await?;
         Ok::<u16, worker::Error>(resp.status_code())
     };
@@ -70,15 +69,11 @@ pub fn load(sql: &SqlStorage) -> Result<Option<SavedWebhooks>> {
         occupied: get("webhook_occupied") == Some("1"),
         vacate_at: number("webhook_vacate_at"),
     };
-    #[derive(Deserialize)]
-    struct Row {
-        n: f64,
-        ts: f64,
-        event: String,
-    }
     let limit = int((MAX_QUEUE_EVENTS + OCCUPANCY_RESERVE) as u64)?;
-    let rows: Vec<Row> = sql.exec("SELECT n, ts, event FROM webhook_events ORDER BY n LIMIT ?", vec![limit])?.to_array()?;
-    let events = rows.into_iter().map(|r| Event { n: r.n.max(0.0) as u64, ts: r.ts.max(0.0) as u64, json: r.event }).collect();
+    let mut events = Vec::new();
+    for mut r in rows(sql.exec("SELECT n, ts, event FROM webhook_events ORDER BY n LIMIT ?", vec![limit])?)? {
+        events.push(Event { n: r.int(0)?, ts: r.int(1)?, json: r.text(2)? });
+    }
     Ok(Some(SavedWebhooks { state, events }))
 }
 

@@ -1,7 +1,7 @@
 //! Letting a client in: the join with the Room when the relay needs one,
 //! the resume replay, then the connection id and welcome from the core.
 
-use super::attachment::{attachment, Attachment};
+use super::attachment::{attach, attachment, Attachment};
 use super::catch_up::{Replay, Target};
 use super::{JsFrame, RelayInner};
 use crate::edge::http::{header, reject};
@@ -174,7 +174,7 @@ impl RelayInner {
         self.open_sockets.set(self.open_sockets.get().map(|n| n.saturating_add(1)));
         let attachment = Attachment::new(conn, &grant, key);
         let member = attachment.member().to_owned();
-        pair.server.serialize_attachment(attachment)?;
+        attach(&pair.server, &attachment)?;
         self.with_core(|c| c.member_connected(&member, grant.info.as_deref()))?;
         self.schedule_presence();
         // A new socket, not in the watch's peak: it holds its welcome.

@@ -1,5 +1,9 @@
 //! What a socket carries through hibernation. Versioned and namespaced so a
 //! later layout can read an older one.
+//!
+//! It is stored as JSON text: one string for the runtime to clone, and read
+//! back with the same `serde_json` code as every frame, rather than an object
+//! walked key by key through `serde_wasm_bindgen`.
 
 use herald_core::auth::{CapabilitySet, Grant};
 use serde::{Deserialize, Serialize};
@@ -65,5 +69,12 @@ impl Attachment {
 
 /// The socket's attachment, if it is one this version wrote.
 pub fn attachment(ws: &WebSocket) -> Option<Attachment> {
-    ws.deserialize_attachment::<Attachment>().ok().flatten().filter(|a| a.herald == ATTACHMENT_VERSION)
+    let text = crate::edge::js::attachment_text(ws)?;
+    serde_json::from_str::<Attachment>(&text).ok().filter(|a| a.herald == ATTACHMENT_VERSION)
+}
+
+/// Stores the attachment on its socket.
+pub fn attach(ws: &WebSocket, attachment: &Attachment) -> worker::Result<()> {
+    let text = serde_json::to_string(attachment)?;
+    crate::edge::js::set_attachment_text(ws, &text).map_err(worker::Error::from)
 }

@@ -34,7 +34,7 @@ impl RelayInner {
         let token = self.next_token.get() + 1;
         self.next_token.set(token);
         let (done, answered) = futures::channel::oneshot::channel();
-        self.answers.borrow_mut().insert(token, done);
+        self.answers.borrow_mut().push((token, done));
         self.with_core(|c| c.handle_delivery(Some(token), head, frame))?;
         self.pump();
         // A dropped sender (the object failing meanwhile) answers too: the
@@ -66,7 +66,10 @@ impl RelayInner {
                     }
                 }
                 RelayAction::Answer { token } => {
-                    if let Some(done) = self.answers.borrow_mut().remove(&token) {
+                    let mut answers = self.answers.borrow_mut();
+                    if let Some(at) = answers.iter().position(|(t, _)| *t == token) {
+                        let (_, done) = answers.swap_remove(at);
+                        drop(answers);
                         let _ = done.send(());
                     }
                 }

@@ -28,7 +28,6 @@ use herald_core::relay::{BufferWatch, Frame, RelayCore};
 use herald_core::single_flight::SingleFlight;
 use herald_core::{Config, ErrorCode, Region, Rejection};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
 use worker::{
@@ -105,8 +104,9 @@ struct RelayInner {
     buffer_watch: RefCell<BufferWatch>,
     /// Sockets already forgotten (an error can be followed by a close).
     forgotten: RefCell<std::collections::VecDeque<String>>,
-    /// `deliver` calls waiting for the core to say they are done, by token.
-    answers: RefCell<HashMap<u64, futures::channel::oneshot::Sender<()>>>,
+    /// `deliver` calls waiting for the core to say they are done, by token
+    /// (one or two in flight: a `Vec`, not a map).
+    answers: RefCell<Vec<(u64, futures::channel::oneshot::Sender<()>)>>,
     next_token: Cell<u64>,
 }
 
@@ -135,7 +135,7 @@ impl DurableObject for Relay {
                 alarm_at: Cell::new(None),
                 buffer_watch: RefCell::new(BufferWatch::new(ws_bound)),
                 forgotten: RefCell::new(std::collections::VecDeque::new()),
-                answers: RefCell::new(HashMap::new()),
+                answers: RefCell::new(Vec::new()),
                 next_token: Cell::new(0),
             }),
         }

@@ -4,20 +4,15 @@
 //! exactly what its clients have been sent.
 
 use herald_core::relay::Saved;
-use serde::Deserialize;
+use crate::edge::sql_row::first;
 use worker::{Result, SqlStorage};
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS position (k INTEGER PRIMARY KEY, v TEXT NOT NULL)";
 
 pub fn load(sql: &SqlStorage) -> Result<Option<Saved>> {
     sql.exec(SCHEMA, None)?;
-    #[derive(Deserialize)]
-    struct Row {
-        v: String,
-    }
-    let rows: Vec<Row> = sql.exec("SELECT v FROM position WHERE k = 1", None)?.to_array()?;
-    match rows.first() {
-        Some(row) => Ok(Some(serde_json::from_str(&row.v)?)),
+    match first(sql.exec("SELECT v FROM position WHERE k = 1", None)?)? {
+        Some(mut row) => Ok(Some(serde_json::from_str(&row.text(0)?)?)),
         None => Ok(None),
     }
 }
