@@ -175,6 +175,15 @@ mod tests {
     }
 
     #[test]
+    fn slots_follow_the_regions_order() {
+        // `iter` labels slot i with `Region::ALL[i]`; lookups index by
+        // discriminant. The two must agree.
+        for (i, region) in Region::ALL.into_iter().enumerate() {
+            assert_eq!(region as usize, i, "{region}");
+        }
+    }
+
+    #[test]
     fn serializes_as_an_object_keyed_by_hint() {
         let map: RegionMap<u64> = [(Region::Weur, 2), (Region::Enam, 1)].into_iter().collect();
         assert_eq!(serde_json::to_string(&map).unwrap(), r#"{"enam":1,"weur":2}"#);

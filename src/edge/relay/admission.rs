@@ -174,7 +174,7 @@ impl RelayInner {
         self.open_sockets.set(self.open_sockets.get().map(|n| n.saturating_add(1)));
         let attachment = Attachment::new(conn, &grant, key);
         let member = attachment.member().to_owned();
-        attach(&pair.server, &attachment)?;
+        attach(&pair.server, attachment)?;
         self.with_core(|c| c.member_connected(&member, grant.info.as_deref()))?;
         self.schedule_presence();
         // A new socket, not in the watch's peak: it holds its welcome.

@@ -33,7 +33,7 @@ pub struct Attachment {
 
 impl Attachment {
     pub fn new(conn: String, grant: &Grant, key: String) -> Self {
-        let mut a = Attachment {
+        Attachment {
             herald: ATTACHMENT_VERSION,
             conn,
             from: grant.user.clone(),
@@ -41,14 +41,7 @@ impl Attachment {
             exp: grant.expires_s,
             key: Some(key),
             info: grant.info.clone(),
-        };
-        // The runtime holds at most 2,048 bytes per attachment. The `info`
-        // is what gives way: past the limit, presence after a wake shows
-        // the member with `info: null` rather than the connect failing.
-        if serde_json::to_string(&a).map_or(true, |s| s.len() > MAX_ATTACHMENT_BYTES) {
-            a.info = None;
         }
-        a
     }
 
     /// Who this connection is in presence: its user, or for an anonymous
@@ -73,8 +66,16 @@ pub fn attachment(ws: &WebSocket) -> Option<Attachment> {
     serde_json::from_str::<Attachment>(&text).ok().filter(|a| a.herald == ATTACHMENT_VERSION)
 }
 
-/// Stores the attachment on its socket.
-pub fn attach(ws: &WebSocket, attachment: &Attachment) -> worker::Result<()> {
-    let text = serde_json::to_string(attachment)?;
+/// Stores the attachment on its socket, serialized once (twice only when
+/// it is too large).
+pub fn attach(ws: &WebSocket, mut attachment: Attachment) -> worker::Result<()> {
+    let mut text = serde_json::to_string(&attachment)?;
+    // The runtime holds at most 2,048 bytes per attachment. The `info` is
+    // what gives way: past the limit, presence after a wake shows the
+    // member with `info: null` rather than the connect failing.
+    if text.len() > MAX_ATTACHMENT_BYTES {
+        attachment.info = None;
+        text = serde_json::to_string(&attachment)?;
+    }
     crate::edge::js::set_attachment_text(ws, &text).map_err(worker::Error::from)
 }
